@@ -1,0 +1,674 @@
+"""Build the LAION SQLite database from parquet files.
+
+The build never touches the output path until the very end: it works in a
+directory beside it (``.OUT.db.build-<pid>-xxxx``) and renames the finished
+file over OUT in one step, so a failure at any point leaves the previous
+database as it was. Steps:
+
+1. check:     every input file's footer and columns, the names lists and the
+              exclusion lists, before anything is written;
+2. scan:      read the aesthetic column only, to cut the score range into
+              buckets of at most ``sort_rows`` rows;
+3. partition: stream every file once, drop excluded rows, compute domain ids
+              (``functions.domain`` once per distinct URL authority) and spill
+              each row to its score bucket as Arrow IPC;
+4. load:      bucket by bucket, best first, sort in memory and insert into
+              ``images`` with rowid = rank; the captions go at the same time to
+              a thread that builds the identical full-text index in a side
+              database, so tokenizing runs on the second core;
+5. indexes, domain and names tables, then the full-text index is copied in;
+6. finish:    inspect data (exact counts, sha256), rename into place.
+"""
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import queue
+import shutil
+import sqlite3
+import sys
+import tempfile
+import multiprocessing
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from . import sql
+from .version import __version__
+from .exclude import load_exclusions
+from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase
+from .names import NamesError, load_names
+from .source import CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_sources
+
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_SORT_ROWS = 500_000
+ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
+CORE_TYPES = {
+    "url": pa.string(),
+    "text": pa.string(),
+    "width": pa.float64(),  # SQLite's INTEGER affinity stores 1024.0 as 1024
+    "height": pa.float64(),
+    "similarity": pa.float64(),
+    "punsafe": pa.float64(),
+    "pwatermark": pa.float64(),
+    "aesthetic": pa.float64(),
+    "hash": pa.string(),
+    "__index_level_0__": pa.int64(),
+}
+
+
+class BuildError(Exception):
+    """A build that could not be done; OUT is unchanged."""
+
+
+@dataclasses.dataclass
+class BuildResult:
+    path: Path
+    inspect_path: Path
+    database_name: str
+    rows: int
+    source_rows: int
+    domains: int
+    rows_without_domain: int
+    excluded: int
+    exclusions: list
+    names: dict
+    size: int
+    timings: dict
+    notes: list
+
+
+def database_name(path):
+    """The name Datasette gives a database file: its file name without suffix."""
+    return Path(path).stem
+
+
+class DomainIds:
+    """URLs -> domain ids, computing ``domain()`` once per distinct authority."""
+
+    def __init__(self):
+        self.ids = {}  # domain -> id (1-based); 0 stands for "no domain"
+        self.by_prefix = {}
+        self.counts = np.zeros(1024, dtype=np.int64)
+
+    def _id(self, host):
+        if host is None:
+            return 0
+        found = self.ids.get(host)
+        if found is None:
+            found = self.ids[host] = len(self.ids) + 1
+        return found
+
+    def _prefix_id(self, prefix):
+        found = self.by_prefix.get(prefix)
+        if found is None:
+            found = self.by_prefix[prefix] = self._id(domain(prefix))
+        return found
+
+    def for_urls(self, urls):
+        """numpy int64 ids for an Arrow string array (0: no domain)."""
+        n = len(urls)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        prefixes = pc.struct_field(pc.extract_regex(urls, AUTHORITY_PREFIX_RE2), [0])
+        encoded = prefixes.dictionary_encode()
+        dictionary = encoded.dictionary.to_pylist()
+        ids_of = np.fromiter((self._prefix_id(p) for p in dictionary), dtype=np.int64, count=len(dictionary))
+        missing = encoded.indices.is_null().to_numpy(zero_copy_only=False)
+        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        ids = ids_of[indices] if len(ids_of) else np.zeros(n, dtype=np.int64)
+        if missing.any():
+            # No regular authority: the URL is unusual; ask urlsplit about it whole.
+            for i in np.nonzero(missing)[0]:
+                ids[i] = self._id(domain(urls[int(i)].as_py()))
+        return ids
+
+    def count(self, ids):
+        if len(self.ids) + 1 > len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros(len(self.ids) + 1024, dtype=np.int64)])
+        self.counts[: len(self.ids) + 1] += np.bincount(ids, minlength=len(self.ids) + 1)[: len(self.ids) + 1]
+
+    def ranked(self):
+        """(remap, rows): ids renumbered by image count, most first (ties by
+        name); remap[old_id] = new_id, rows = [(new_id, domain, count)]."""
+        hosts = sorted(self.ids.items(), key=lambda item: (-int(self.counts[item[1]]), item[0]))
+        hosts = [(host, old) for host, old in hosts if self.counts[old] > 0]
+        remap = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        rows = []
+        for new, (host, old) in enumerate(hosts, start=1):
+            remap[old] = new
+            rows.append((new, host, int(self.counts[old])))
+        return remap, rows
+
+
+class _Steps:
+    """Progress bars (tqdm, on stderr) and per-step wall times."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.timings = {}
+
+    def bar(self, desc, total, unit="rows"):
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total, desc=f"{desc:<15}", unit=unit, unit_scale=True, disable=not self.progress,
+            file=sys.stderr, dynamic_ncols=True, mininterval=0.5, smoothing=0.1,
+        )
+
+    def timed(self, name):
+        steps = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                steps.timings[name] = steps.timings.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Timer()
+
+
+def _read_bucket(path, columns=None):
+    """A spilled bucket, sorted best first (the order of the final rowids)."""
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    if columns is not None:
+        table = table.select(columns + ["_key", "_pos"])
+    order = pc.sort_indices(table, sort_keys=[("_key", "ascending"), ("_pos", "ascending")])
+    return table.take(order)
+
+
+def build_fts(db_path, buckets, batch_size, indexed=None):
+    """Build the full-text index of the captions in its own database file.
+
+    Runs in a separate process, alongside the load, on the second core. It
+    reads the same spilled buckets as the load and sorts them the same way, so
+    rowid i here is rowid i in images. The index is contentless but otherwise
+    identical to the external-content one the main database declares; the
+    build copies its segments over. ``buckets``: [(path, first_rowid)].
+    """
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.executescript(sql.BUILD_PRAGMAS)
+        conn.execute(sql.CREATE_FTS_SIDE)
+        # Merging segments as they are written would be redone by 'optimize'.
+        conn.execute("insert into images_fts(images_fts, rank) values ('automerge', 0)")
+        conn.execute("begin")
+        for path, first in buckets:
+            texts = _read_bucket(path, ["text"]).column("text")
+            for start in range(0, len(texts), batch_size):
+                chunk = texts.slice(start, batch_size).to_pylist()
+                conn.executemany(
+                    "insert into images_fts (rowid, text) values (?, ?)",
+                    zip(range(first + start, first + start + len(chunk)), chunk),
+                )
+                if indexed is not None:
+                    with indexed.get_lock():
+                        indexed.value += len(chunk)
+        conn.execute("commit")
+        # One segment: smaller, and every query reads a single b-tree.
+        conn.execute("insert into images_fts(images_fts) values ('optimize')")
+    finally:
+        conn.close()
+
+
+def _fts_process_main(db_path, buckets, batch_size, indexed, errors):
+    try:
+        build_fts(db_path, buckets, batch_size, indexed)
+    except KeyboardInterrupt:
+        errors.put("interrupted")
+        sys.exit(130)
+    except BaseException as ex:
+        errors.put(f"full-text index: {type(ex).__name__}: {ex}")
+        sys.exit(1)
+
+
+class _FtsProcess:
+    def __init__(self, db_path, buckets, batch_size):
+        context = multiprocessing.get_context("spawn")
+        self.indexed = context.Value("q", 0)
+        self.errors = context.Queue()
+        self.process = context.Process(
+            target=_fts_process_main,
+            args=(str(db_path), [(str(p), f) for p, f in buckets], batch_size, self.indexed, self.errors),
+            name="datasette-laion-fts",
+            daemon=True,
+        )
+        self.process.start()
+
+    def wait(self, bar):
+        while self.process.is_alive():
+            self.process.join(timeout=0.5)
+            bar.n = self.indexed.value
+            bar.refresh()
+        if self.process.exitcode != 0:
+            try:
+                message = self.errors.get(timeout=1)
+            except queue.Empty:
+                message = f"full-text index process ended with exit code {self.process.exitcode}"
+            raise BuildError(message)
+
+    def stop(self):
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=30)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_work_dirs(out):
+    """Work directories left by builds that were killed (SIGKILL, power loss)."""
+    for path in out.parent.glob(f".{out.name}.build-*"):
+        try:
+            pid = int(path.name.split(".build-", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _spill_schema(extras):
+    fields = [pa.field(c, CORE_TYPES[c]) for c in CORE_COLUMNS]
+    fields += [pa.field(name, ARROW_TYPES[kind]) for name, kind in extras.items()]
+    fields += [pa.field("domain_id", pa.int64()), pa.field("_key", pa.float64()), pa.field("_pos", pa.int64())]
+    return pa.schema(fields)
+
+
+def _sort_key(aesthetic):
+    """Ascending key for "best first": -aesthetic, NULL (and NaN) last."""
+    values = aesthetic.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    values = -values
+    values[np.isnan(values)] = np.inf
+    return values
+
+
+def _conform(batch, schema):
+    arrays = []
+    for field in schema:
+        if field.name in ("domain_id", "_key", "_pos"):
+            continue
+        array = batch.column(field.name)
+        if array.type != field.type:
+            try:
+                array = pc.cast(array, field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as ex:
+                raise SourceError(f"column {field.name!r} cannot be stored as {field.type}: {ex}") from None
+        arrays.append(array)
+    return arrays
+
+
+def _bucket_cuts(keys, sort_rows):
+    """Key values that cut the sorted keys into buckets of about sort_rows."""
+    if len(keys) <= sort_rows:
+        return np.zeros(0)
+    keys = np.sort(keys)
+    return np.unique(keys[sort_rows::sort_rows])
+
+
+def build(
+    out,
+    inputs,
+    names_dir=None,
+    exclude=(),
+    inspect_file=None,
+    batch_size=DEFAULT_BATCH_SIZE,
+    sort_rows=DEFAULT_SORT_ROWS,
+    progress=True,
+):
+    """Build ``out`` from parquet ``inputs`` (files or directories); see the
+    module docstring. Returns a BuildResult; raises BuildError (OUT unchanged)."""
+    return _Builder(out, inspect_file, batch_size, sort_rows, progress).run(inputs, names_dir, exclude)
+
+
+class _Builder:
+    def __init__(self, out, inspect_file, batch_size, sort_rows, progress):
+        self.started = time.perf_counter()
+        self.out = Path(out)
+        self.inspect_path = Path(inspect_file) if inspect_file else self.out.parent / "inspect.json"
+        if batch_size < 1 or sort_rows < 1:
+            raise BuildError("--batch-size must be at least 1")
+        if self.out.is_dir():
+            raise BuildError(f"{self.out} is a directory; give the path of the database file to write")
+        if not self.out.parent.is_dir():
+            raise BuildError(f"{self.out.parent} does not exist; create it first")
+        if not self.inspect_path.parent.is_dir():
+            raise BuildError(f"{self.inspect_path.parent} does not exist; create it first")
+        self.batch_size = batch_size
+        self.sort_rows = sort_rows
+        self.steps = _Steps(progress)
+        self.notes = []
+        self.work = None
+        self.conn = None
+        self.fts = None
+        self.inspect_tmp = None
+
+    def run(self, inputs, names_dir, exclude):
+        with self.steps.timed("check"):
+            self.check(inputs, names_dir, exclude)
+        _remove_stale_work_dirs(self.out)
+        self.work = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
+        self.db_path = self.work / "build.db"
+        try:
+            with self.steps.timed("scan"):
+                cuts = self.scan()
+            with self.steps.timed("partition"):
+                buckets = self.partition(cuts)
+            self.fts = _FtsProcess(self.work / "fts.db", buckets, self.batch_size)
+            with self.steps.timed("load"):
+                self.load(buckets)
+            with self.steps.timed("indexes"):
+                self.create_indexes()
+                self.write_info_tables()
+            with self.steps.timed("full-text index"):
+                self.copy_fts()
+            with self.steps.timed("names"):
+                self.count_names()
+            with self.steps.timed("finish"):
+                self.finish()
+            self.steps.timings["total"] = time.perf_counter() - self.started
+            return self.result()
+        except SourceError as ex:
+            raise BuildError(str(ex)) from None
+        except (sqlite3.Error, OSError, pa.ArrowException) as ex:
+            raise BuildError(f"{type(ex).__name__}: {ex}") from None
+        finally:
+            self.cleanup()
+
+    def cleanup(self):
+        if self.fts is not None:
+            self.fts.stop()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.inspect_tmp is not None:
+            Path(self.inspect_tmp).unlink(missing_ok=True)
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # 1. check: everything is read and validated before anything is written.
+    def check(self, inputs, names_dir, exclude):
+        try:
+            self.sources = open_sources(inputs)
+            self.names, name_notes = load_names(names_dir)
+            self.exclusions = load_exclusions(exclude)
+        except (SourceError, NamesError) as ex:
+            raise BuildError(str(ex)) from None
+        self.notes.extend(name_notes)
+        self.extras = merged_extras(self.sources)
+        self.source_rows = sum(s.num_rows for s in self.sources)
+        self.schema = _spill_schema(self.extras)
+
+    # 2. scan: the score of every row, to cut the sort into buckets.
+    def scan(self):
+        if self.source_rows <= self.sort_rows:
+            return np.zeros(0)
+        keys = []
+        with self.steps.bar("scan scores", self.source_rows) as bar:
+            for source in self.sources:
+                for batch in iter_batches(source, self.batch_size, columns=["aesthetic"]):
+                    keys.append(_sort_key(normalise_column(batch, source, "aesthetic")))
+                    bar.update(batch.num_rows)
+        return _bucket_cuts(np.concatenate(keys), self.sort_rows)
+
+    # 3. partition: exclusions, domains, spill rows to their score bucket.
+    def partition(self, cuts):
+        self.domains = DomainIds()
+        writers, sizes = {}, {}
+        self.loaded_per_source = []
+        self.excluded = 0
+        position = 0
+        with self.steps.bar("read parquet", self.source_rows) as bar:
+            for source in self.sources:
+                loaded = 0
+                for raw in iter_batches(source, self.batch_size):
+                    batch = normalise(raw, source, self.extras)
+                    n = batch.num_rows
+                    positions = np.arange(position, position + n, dtype=np.int64)
+                    position += n
+                    keep = self.exclusions.keep_mask(batch)
+                    if keep is not None:
+                        self.excluded += int(n - keep.sum())
+                        batch = batch.filter(pa.array(keep))
+                        positions = positions[keep]
+                    if batch.num_rows:
+                        ids = self.domains.for_urls(batch.column("url"))
+                        self.domains.count(ids)
+                        keys = _sort_key(batch.column("aesthetic"))
+                        arrays = _conform(batch, self.schema) + [pa.array(ids), pa.array(keys), pa.array(positions)]
+                        keyed = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+                        buckets = np.searchsorted(cuts, keys, side="right")
+                        for b in np.unique(buckets):
+                            b = int(b)
+                            part = keyed.filter(pa.array(buckets == b)) if len(cuts) else keyed
+                            if b not in writers:
+                                writers[b] = ipc.new_file(self.work / f"bucket-{b:05d}.arrow", self.schema)
+                                sizes[b] = 0
+                            writers[b].write_batch(part)
+                            sizes[b] += part.num_rows
+                        loaded += batch.num_rows
+                    bar.update(n)
+                self.loaded_per_source.append(loaded)
+        for writer in writers.values():
+            writer.close()
+        self.rows = sum(self.loaded_per_source)
+        self.domain_remap, self.domain_rows = self.domains.ranked()
+        buckets, first = [], 1
+        for b in sorted(writers):
+            buckets.append((self.work / f"bucket-{b:05d}.arrow", first))
+            first += sizes[b]
+        return buckets
+
+    # 4. load: images in score order (the full-text index is built meanwhile).
+    def load(self, buckets):
+        self.conn = sqlite3.connect(self.db_path, isolation_level=None)
+        self.conn.execute(f"pragma page_size = {sql.PAGE_SIZE}")
+        self.conn.executescript(sql.BUILD_PRAGMAS)
+        extra_sql = "".join(f",\n  [{name}] {kind.lower()}" for name, kind in self.extras.items())
+        self.conn.execute(sql.CREATE_DOMAIN)
+        self.conn.execute(sql.CREATE_IMAGES.format(extra_columns=extra_sql))
+        # Rows arrive in this index's order, so keeping it up costs little.
+        self.conn.execute(sql.CREATE_AESTHETIC_INDEX)
+        columns = CORE_COLUMNS + list(self.extras) + ["domain_id"]
+        insert = "insert into images (rowid, {}) values (?, {})".format(
+            ", ".join(f"[{c}]" for c in columns), ", ".join("?" for _ in columns)
+        )
+        with self.steps.bar("load images", self.rows) as bar:
+            self.conn.execute("begin")
+            for path, first in buckets:
+                table = _read_bucket(path)
+                for start in range(0, table.num_rows, self.batch_size):
+                    chunk = table.slice(start, self.batch_size)
+                    values = [chunk.column(c).to_pylist() for c in columns[:-1]]
+                    ids = self.domain_remap[chunk.column("domain_id").to_numpy()]
+                    values.append([int(i) if i else None for i in ids])
+                    rowid = first + start
+                    self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
+                    bar.update(chunk.num_rows)
+                del table
+            self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
+            self.conn.execute("commit")
+
+    # 5. indexes, while the full-text index is finished on the other core.
+    def create_indexes(self):
+        with self.steps.bar("indexes", len(sql.CREATE_INDEXES), unit="index") as bar:
+            for _, statement in sql.CREATE_INDEXES:
+                self.conn.execute(statement)
+                bar.update(1)
+
+    def write_info_tables(self):
+        _write_tables(
+            self.conn, self.sources, self.loaded_per_source, self.exclusions, self.rows,
+            self.source_rows, self.excluded, len(self.domain_rows),
+        )
+
+    def copy_fts(self):
+        with self.steps.bar("full-text index", self.rows) as bar:
+            self.fts.wait(bar)
+        self.fts = None
+        conn = self.conn
+        conn.execute(sql.CREATE_FTS)
+        conn.execute("attach database ? as side", [str(self.work / "fts.db")])
+        conn.execute("begin")
+        for table in sql.FTS_SHADOW_TABLES:
+            conn.execute(f"delete from main.[{table}]")
+            conn.execute(f"insert into main.[{table}] select * from side.[{table}]")
+        conn.execute("commit")
+        conn.execute("detach database side")
+        (self.work / "fts.db").unlink()
+        # The FTS5 module cached the empty index it created: start afresh.
+        conn.close()
+        self.conn = sqlite3.connect(self.db_path, isolation_level=None)
+        self.conn.executescript(sql.BUILD_PRAGMAS)
+
+    # Names: each one's image count, as an FTS5 phrase.
+    def count_names(self):
+        self.name_counts = {}
+        total = sum(len(rows) for _, rows in self.names.values())
+        conn = self.conn
+        with self.steps.bar("name counts", total, unit="names") as bar:
+            conn.execute("begin")
+            for table, (fields, rows) in self.names.items():
+                others = [f for f in fields if f and f not in ("name", "id", "image_counts")]
+                conn.execute(sql.CREATE_NAMES.format(table=table, columns="".join(f"\n  [{f}] text," for f in others)))
+                insert = "insert into [{}] (name{}, image_counts) values (?{}, ?)".format(
+                    table, "".join(f", [{f}]" for f in others), "".join(", ?" for _ in others)
+                )
+                for row in rows:
+                    count = conn.execute(sql.COUNT_PHRASE, [fts_phrase(row["name"])]).fetchone()[0]
+                    conn.execute(insert, [row["name"]] + [row.get(f) for f in others] + [count])
+                    bar.update(1)
+                conn.execute(f"create index [{table}_image_counts] on [{table}](image_counts)")
+                self.name_counts[table] = len(rows)
+            conn.execute("commit")
+
+    # 6. finish: statistics for the planner, inspect data, rename into place.
+    def finish(self):
+        conn = self.conn
+        conn.execute("pragma analysis_limit = 1000")
+        conn.execute("analyze")
+        counts = {}
+        for (table,) in conn.execute(sql.TABLE_NAMES).fetchall():
+            if table == "images_fts":
+                counts[table] = self.rows  # counting it would scan images
+            else:
+                counts[table] = conn.execute(f"select count(*) from [{table}]").fetchone()[0]
+        conn.close()
+        self.conn = None
+        with open(self.db_path, "rb+") as fp:
+            os.fsync(fp.fileno())
+        self.size = self.db_path.stat().st_size
+        with self.steps.bar("checksum", self.size, unit="B") as bar:
+            digest = _sha256(self.db_path, bar.update)
+        inspect_data = {
+            database_name(self.out): {
+                "hash": digest,
+                "size": self.size,
+                "file": str(self.out),
+                "tables": {t: {"count": c} for t, c in counts.items()},
+            }
+        }
+        fd, self.inspect_tmp = tempfile.mkstemp(
+            dir=self.inspect_path.parent, prefix=f".{self.inspect_path.name}.", suffix=".tmp"
+        )
+        with os.fdopen(fd, "w") as fp:
+            json.dump(inspect_data, fp, indent=2)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(self.db_path, self.out)
+        os.replace(self.inspect_tmp, self.inspect_path)
+        self.inspect_tmp = None
+        _fsync_dir(self.out.parent)
+
+    def result(self):
+        return BuildResult(
+            path=self.out,
+            inspect_path=self.inspect_path,
+            database_name=database_name(self.out),
+            rows=self.rows,
+            source_rows=self.source_rows,
+            domains=len(self.domain_rows),
+            rows_without_domain=int(self.domains.counts[0]),
+            excluded=self.excluded,
+            exclusions=self.exclusions.summary(),
+            names=self.name_counts,
+            size=self.size,
+            timings=self.steps.timings,
+            notes=self.notes,
+        )
+
+
+def normalise_column(batch, source, column):
+    """One normalised column of a batch read with ``columns=[column]``."""
+    from .source import CONVERTERS
+
+    array = batch.column(source.columns[column])
+    if pa.types.is_null(array.type):
+        return pa.nulls(len(array), pa.float64())
+    return CONVERTERS[column](array)
+
+
+def _write_tables(conn, sources, loaded, exclusions, rows, source_rows, excluded, domains):
+    conn.execute("begin")
+    conn.execute(sql.CREATE_SOURCE_FILES)
+    conn.executemany(
+        "insert into source_files (name, rows, loaded, bytes) values (?, ?, ?, ?)",
+        [(s.path.name, s.num_rows, n, s.num_bytes) for s, n in zip(sources, loaded)],
+    )
+    conn.execute(sql.CREATE_EXCLUSIONS)
+    conn.executemany(
+        "insert into exclusions (name, urls, hashes, rows_excluded) values (?, ?, ?, ?)",
+        [(e["name"], e["urls"], e["hashes"], e["rows_excluded"]) for e in exclusions.summary()],
+    )
+    conn.execute(sql.CREATE_BUILD_INFO)
+    info = {
+        "datasette_laion_version": __version__,
+        "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        "sqlite_version": sqlite3.sqlite_version,
+        "pyarrow_version": pa.__version__,
+        "rows": rows,
+        "source_rows": source_rows,
+        "excluded_rows": excluded,
+        "domains": domains,
+    }
+    conn.executemany("insert into build_info (key, value) values (?, ?)", list(info.items()))
+    conn.execute("commit")
+
+
+def _sha256(path, update=None, block=4 * 1024 * 1024):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        while True:
+            data = fp.read(block)
+            if not data:
+                break
+            digest.update(data)
+            if update:
+                update(len(data))
+    return digest.hexdigest()
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,213 @@
+"""Command line: ``datasette laion ...`` (also ``python -m datasette_laion``).
+
+Thin wrappers: each command parses options, calls the library, prints.
+"""
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from . import build as build_module
+from . import sample as sample_module
+from . import site
+from .version import __version__
+
+DATABASE_FILE = site.DATABASE_FILE
+DEMO_ROWS = 50_000
+
+
+def default_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "datasette-laion"
+
+
+@click.group(name="laion")
+@click.version_option(__version__, prog_name="datasette-laion")
+def laion():
+    """Build, sample and serve the LAION-Aesthetics image database."""
+
+
+@laion.command()
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rows", type=click.IntRange(min=0), default=DEMO_ROWS, show_default=True, help="Rows in all")
+@click.option("--files", type=click.IntRange(min=1), default=1, show_default=True, help="Parquet files to spread them over")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files")
+@click.option("--silent", is_flag=True, help="No progress bar")
+def sample(outdir, rows, files, seed, silent):
+    """Write generated parquet files with the exact LAION-Aesthetics v2 schema.
+
+    Realistic domains, captions, names and scores, plus the awkward rows real
+    data has (null captions, odd URLs, markup). Example:
+
+        datasette laion sample /tmp/laion --rows 1000000 --files 7
+    """
+    from tqdm import tqdm
+
+    with tqdm(total=rows, desc="sample", unit="rows", unit_scale=True, disable=silent, file=sys.stderr) as bar:
+        paths = sample_module.generate(outdir, rows=rows, files=files, seed=seed, progress=bar.update)
+    for path in paths:
+        click.echo(str(path))
+
+
+@laion.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--names-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory with artists.csv, celebrities.csv, characters.csv (default: the lists shipped with the package)")
+@click.option("--exclude", "exclude", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="URLs or hashes to leave out: text (one per line), CSV or parquet with a url/hash column. Repeatable.")
+@click.option("--inspect-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the inspect data (default: inspect.json beside OUT)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=build_module.DEFAULT_BATCH_SIZE, show_default=True,
+              help="Rows per record batch read and inserted")
+@click.option("--silent", is_flag=True, help="No progress bars or summary")
+def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
+    """Build the SQLite database OUT from LAION-Aesthetics parquet INPUTS.
+
+    INPUTS are parquet files, or directories whose *.parquet files are read in
+    name order. OUT is replaced only when the build succeeds. Example:
+
+        datasette laion build laion-aesthetic-6pls.db data/
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = build_module.build(
+            out, inputs, names_dir=names_dir, exclude=exclude, inspect_file=inspect_file,
+            batch_size=batch_size, progress=not silent,
+        )
+    except build_module.BuildError as ex:
+        raise click.ClickException(f"{ex}\nNothing was written: {_unchanged(out)}") from None
+    except KeyboardInterrupt:
+        click.echo(f"Error: build interrupted. {_unchanged(out)}", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not silent:
+        click.echo(format_summary(result), err=True)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _unchanged(out):
+    if out.exists():
+        return f"{out} is as it was; fix the problem and run the build again."
+    return "fix the problem and run the build again."
+
+
+def format_summary(result):
+    lines = [
+        f"Built {result.path} ({result.size / 1e6:,.1f} MB) in {result.timings.get('total', 0):.1f}s",
+        f"  images:      {result.rows:,} rows from {result.source_rows:,} parquet rows",
+        f"  excluded:    {result.excluded:,} rows"
+        + "".join(f"\n    {e['name']}: {e['rows_excluded']:,} rows ({e['urls']:,} URLs, {e['hashes']:,} hashes)" for e in result.exclusions),
+        f"  domains:     {result.domains:,} ({result.rows_without_domain:,} rows have no host)",
+    ]
+    for table, count in result.names.items():
+        lines.append(f"  {table + ':':<13}{count:,} names")
+    lines.append(f"  inspect:     {result.inspect_path} (database name {result.database_name!r})")
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items() if k != "total")
+    lines.append(f"  steps:       {steps}")
+    for note in result.notes:
+        lines.append(f"  note:        {note}")
+    return "\n".join(lines)
+
+
+def _serve_args(db, inspect_file, host, port, extra):
+    args = ["serve", "-i", str(db), "-m", str(site.METADATA_PATH), "-h", host, "-p", str(port)]
+    if inspect_file is not None:
+        args += ["--inspect-file", str(inspect_file)]
+    return args + site.setting_args() + list(extra)
+
+
+def _find_inspect_file(db, inspect_file):
+    """The inspect file to serve with, warning when it does not fit ``db``."""
+    path = Path(inspect_file) if inspect_file else Path(db).parent / "inspect.json"
+    if not path.exists():
+        if inspect_file:
+            raise click.ClickException(f"{path}: inspect file not found")
+        click.echo(f"Note: {path} not found; table counts will be computed at start-up "
+                   "(write one with `datasette laion build` or `datasette inspect`).", err=True)
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as ex:
+        raise click.ClickException(f"{path}: not a readable inspect file ({ex})")
+    name = build_module.database_name(db)
+    if name not in data:
+        click.echo(f"Note: {path} has no entry for database {name!r}; counts will be computed.", err=True)
+    return path
+
+
+def run_datasette(args):
+    from datasette.cli import cli as datasette_cli
+
+    datasette_cli.main(args=args, prog_name="datasette", standalone_mode=True)
+
+
+@laion.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("db", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--inspect-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Inspect data (default: inspect.json beside DB)")
+@click.option("-h", "--host", default="127.0.0.1", show_default=True)
+@click.option("-p", "--port", type=int, default=8001, show_default=True)
+@click.argument("serve_options", nargs=-1, type=click.UNPROCESSED)
+def serve(db, inspect_file, host, port, serve_options):
+    """Serve a built database as the site is deployed: immutable, with its
+    inspect file, the project's metadata and settings. Other options go to
+    `datasette serve`. Example:
+
+        datasette laion serve laion-aesthetic-6pls.db --port 8001
+    """
+    run_datasette(_serve_args(db, _find_inspect_file(db, inspect_file), host, port, serve_options))
+
+
+@laion.command()
+@click.option("--rows", type=click.IntRange(min=1), default=DEMO_ROWS, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to keep the sample (default: ~/.cache/datasette-laion)")
+@click.option("-h", "--host", default="127.0.0.1", show_default=True)
+@click.option("-p", "--port", type=int, default=8001, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Build the sample again even if it is there")
+def demo(rows, directory, host, port, rebuild):
+    """Build a sample database (once, cached) and serve the full site on it.
+
+        datasette laion demo
+    """
+    directory = directory or default_cache_dir()
+    db = ensure_demo_database(directory, rows, rebuild=rebuild)
+    click.echo(f"Serving {db} on http://{host}:{port}/", err=True)
+    run_datasette(_serve_args(db, db.parent / "inspect.json", host, port, ()))
+
+
+def ensure_demo_database(directory, rows, rebuild=False, progress=True):
+    """The demo database in ``directory``, built from generated parquet unless
+    an up-to-date one is already there."""
+    directory = Path(directory)
+    db = directory / DATABASE_FILE
+    marker = directory / "demo.json"
+    wanted = {"rows": rows, "seed": 0, "version": __version__}
+    if not rebuild and db.exists() and (directory / "inspect.json").exists():
+        try:
+            if json.loads(marker.read_text()) == wanted:
+                return db
+        except (OSError, ValueError):
+            pass
+    parquet_dir = directory / "parquet"
+    if parquet_dir.exists():
+        for old in parquet_dir.glob("*.parquet"):
+            old.unlink()
+    click.echo(f"Generating {rows:,} sample rows in {parquet_dir}", err=True)
+    sample_module.generate(parquet_dir, rows=rows, files=2 if rows >= 1000 else 1, seed=0)
+    try:
+        result = build_module.build(db, [parquet_dir], progress=progress)
+    except build_module.BuildError as ex:
+        raise click.ClickException(str(ex))
+    if progress:
+        click.echo(format_summary(result), err=True)
+    marker.write_text(json.dumps(wanted))
+    return db

@@ -1,0 +1,44 @@
+"""How the site is configured: one place for the demo, the tests, `serve`
+and the deployment."""
+import json
+from pathlib import Path
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).parent
+METADATA_PATH = PACKAGE_DIR / "metadata.yml"
+SETTINGS_PATH = PACKAGE_DIR / "settings.json"
+DATABASE_NAME = "laion-aesthetic-6pls"
+DATABASE_FILE = DATABASE_NAME + ".db"
+
+
+def settings():
+    """The settings the site runs with: {name: value}."""
+    return json.loads(SETTINGS_PATH.read_text())
+
+
+def setting_args():
+    """The settings as `datasette serve` options: ["--setting", name, value, ...]."""
+    args = []
+    for key, value in settings().items():
+        args += ["--setting", key, json.dumps(value) if isinstance(value, bool) else str(value)]
+    return args
+
+
+def metadata():
+    return yaml.safe_load(METADATA_PATH.read_text())
+
+
+def make_datasette(db_path, inspect_file=None, **kwargs):
+    """A Datasette serving ``db_path`` exactly as the site does (immutable,
+    inspect data, metadata, settings); for tests and scripts."""
+    from datasette.app import Datasette
+
+    inspect_data = json.loads(Path(inspect_file).read_text()) if inspect_file else None
+    return Datasette(
+        immutables=[str(db_path)],
+        inspect_data=inspect_data,
+        metadata=metadata(),
+        settings=settings(),
+        **kwargs,
+    )

@@ -1,0 +1,120 @@
+"""SQL text of the database the build writes, as named constants."""
+
+# Connection settings for writing the temporary build file. Nothing needs a
+# journal: a build that fails is thrown away whole, never repaired.
+BUILD_PRAGMAS = """
+pragma journal_mode = off;
+pragma synchronous = off;
+pragma locking_mode = exclusive;
+pragma temp_store = file;
+pragma cache_size = -65536;  -- 64 MB of page cache
+"""
+
+PAGE_SIZE = 4096
+
+# One row per parquet row, best first: rowid 1 has the highest aesthetic score.
+# A rowid table (no INTEGER PRIMARY KEY), as in the original, so that
+# /images?_sort=rowid and /images/<rowid> keep working. Extra source columns
+# are appended after domain_id.
+CREATE_IMAGES = """
+create table images (
+  url text,
+  text text,                    -- the caption (alt text); NULL for some rows
+  width integer,
+  height integer,
+  similarity real,              -- CLIP image/text cosine similarity
+  punsafe real,                 -- probability that the image is unsafe (NSFW)
+  pwatermark real,              -- probability that the image is watermarked
+  aesthetic real,               -- LAION aesthetic predictor score
+  hash text,                    -- LAION's 64-bit hash, as text (JSON-safe)
+  __index_level_0__ integer,    -- pandas index left in the source files
+  domain_id integer references domain(id){extra_columns}
+)
+"""
+
+# Hosts of the URLs, as functions.domain() gives them; NULL-host rows have a
+# NULL domain_id and no row here.
+CREATE_DOMAIN = """
+create table domain (
+  id integer primary key,
+  domain text unique,
+  image_counts integer
+)
+"""
+
+# A names table (artists, celebrities, characters): the CSV's columns, then
+# the number of captions that match the name as an FTS5 phrase.
+CREATE_NAMES = """
+create table [{table}] (
+  id integer primary key,
+  name text not null unique,{columns}
+  image_counts integer
+)
+"""
+
+# What was built from what: one row per parquet file read.
+CREATE_SOURCE_FILES = """
+create table source_files (
+  id integer primary key,
+  name text,          -- file name
+  rows integer,       -- rows in the file
+  loaded integer,     -- rows loaded (rows - excluded)
+  bytes integer
+)
+"""
+
+# One row per --exclude list: entries in it and rows it removed.
+CREATE_EXCLUSIONS = """
+create table exclusions (
+  id integer primary key,
+  name text,          -- file name of the list
+  urls integer,       -- URL entries in the list
+  hashes integer,     -- hash entries in the list
+  rows_excluded integer
+)
+"""
+
+# Key/value facts about the build (version, date, totals).
+CREATE_BUILD_INFO = """
+create table build_info (
+  key text primary key,
+  value
+)
+"""
+
+# The full-text index, exactly as `sqlite-utils enable-fts` makes it, so that
+# Datasette's table search finds it. It is filled by copying the segments of
+# an identical contentless index built alongside the load (see build.py).
+CREATE_FTS = """
+create virtual table [images_fts] using fts5 (
+  [text],
+  content=[images]
+)
+"""
+CREATE_FTS_SIDE = """
+create virtual table [images_fts] using fts5 (
+  [text],
+  content=''
+)
+"""
+FTS_SHADOW_TABLES = ("images_fts_data", "images_fts_idx", "images_fts_docsize", "images_fts_config")
+
+# Every sort and filter the site offers has an index. Rows are loaded best
+# first, so this one is kept up during the load at almost no cost (descending,
+# so that each new entry is appended); it serves ascending sorts too.
+CREATE_AESTHETIC_INDEX = "create index images_aesthetic on images(aesthetic desc)"
+# The others are built after the load, from a scan.
+CREATE_INDEXES = [
+    ("images_punsafe", "create index images_punsafe on images(punsafe)"),
+    ("images_pwatermark", "create index images_pwatermark on images(pwatermark)"),
+    ("images_domain_id", "create index images_domain_id on images(domain_id)"),
+    ("domain_image_counts", "create index domain_image_counts on domain(image_counts)"),
+]
+
+INSERT_DOMAIN = "insert into domain (id, domain, image_counts) values (?, ?, ?)"
+
+# Images matching a phrase; the argument is already an FTS5 phrase.
+COUNT_PHRASE = "select count(*) from images_fts where images_fts match ?"
+
+# Datasette's own list of tables (Database.table_names()), for inspect data.
+TABLE_NAMES = "select name from sqlite_master where type = 'table'"

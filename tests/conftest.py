@@ -1,0 +1,43 @@
+"""Shared fixtures: generated parquet files and a database built from them by
+the project's own build code, once per test session."""
+import pytest
+
+from datasette_laion import build, sample, site
+
+SAMPLE_ROWS = 12_000
+SAMPLE_FILES = 3
+SAMPLE_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def parquet_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("parquet")
+    sample.generate(directory, rows=SAMPLE_ROWS, files=SAMPLE_FILES, seed=SAMPLE_SEED)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def built(parquet_dir, tmp_path_factory):
+    """(BuildResult) of the sample, built with a small sort buffer so that the
+    score buckets, and their order across buckets, are exercised."""
+    out = tmp_path_factory.mktemp("db") / site.DATABASE_FILE
+    return build.build(out, [parquet_dir], progress=False, sort_rows=2_500, batch_size=1_000)
+
+
+@pytest.fixture(scope="session")
+def db_path(built):
+    return built.path
+
+
+@pytest.fixture
+def db(db_path):
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db_path}?immutable=1", uri=True)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def ds(built):
+    return site.make_datasette(built.path, built.inspect_path)
