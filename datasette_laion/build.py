@@ -24,12 +24,13 @@ import datetime
 import hashlib
 import json
 import os
-import queue
 import shutil
 import sqlite3
 import sys
 import tempfile
-import multiprocessing
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from .names import NamesError, load_names
 from .source import CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_sources
 
 DEFAULT_BATCH_SIZE = 50_000
-DEFAULT_SORT_ROWS = 500_000
+DEFAULT_SORT_ROWS = 250_000
 ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
 CORE_TYPES = {
     "url": pa.string(),
@@ -108,7 +109,7 @@ class DomainIds:
         found = self.by_prefix.get(prefix)
         if found is None:
             found = self.by_prefix[prefix] = self._id(domain(prefix))
-        return found
+        return found  # 0 (no domain) is looked up again, and found here
 
     def for_urls(self, urls):
         """numpy int64 ids for an Arrow string array (0: no domain)."""
@@ -118,7 +119,8 @@ class DomainIds:
         prefixes = pc.struct_field(pc.extract_regex(urls, AUTHORITY_PREFIX_RE2), [0])
         encoded = prefixes.dictionary_encode()
         dictionary = encoded.dictionary.to_pylist()
-        ids_of = np.fromiter((self._prefix_id(p) for p in dictionary), dtype=np.int64, count=len(dictionary))
+        get = self.by_prefix.get
+        ids_of = np.array([get(p) or self._prefix_id(p) for p in dictionary], dtype=np.int64)
         missing = encoded.indices.is_null().to_numpy(zero_copy_only=False)
         indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
         ids = ids_of[indices] if len(ids_of) else np.zeros(n, dtype=np.int64)
@@ -184,7 +186,7 @@ def _read_bucket(path, columns=None):
     return table.take(order)
 
 
-def build_fts(db_path, buckets, batch_size, indexed=None):
+def build_fts(db_path, buckets, batch_size, progress=None):
     """Build the full-text index of the captions in its own database file.
 
     Runs in a separate process, alongside the load, on the second core. It
@@ -197,8 +199,10 @@ def build_fts(db_path, buckets, batch_size, indexed=None):
     try:
         conn.executescript(sql.BUILD_PRAGMAS)
         conn.execute(sql.CREATE_FTS_SIDE)
-        # Merging segments as they are written would be redone by 'optimize'.
+        # Merging segments as they are written would be redone by 'optimize';
+        # a bigger in-memory hash (default 1 MB) writes fewer, larger segments.
         conn.execute("insert into images_fts(images_fts, rank) values ('automerge', 0)")
+        conn.execute(f"insert into images_fts(images_fts, rank) values ('hashsize', {sql.FTS_HASH_SIZE})")
         conn.execute("begin")
         for path, first in buckets:
             texts = _read_bucket(path, ["text"]).column("text")
@@ -208,9 +212,8 @@ def build_fts(db_path, buckets, batch_size, indexed=None):
                     "insert into images_fts (rowid, text) values (?, ?)",
                     zip(range(first + start, first + start + len(chunk)), chunk),
                 )
-                if indexed is not None:
-                    with indexed.get_lock():
-                        indexed.value += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
         conn.execute("commit")
         # One segment: smaller, and every query reads a single b-tree.
         conn.execute("insert into images_fts(images_fts) values ('optimize')")
@@ -218,46 +221,59 @@ def build_fts(db_path, buckets, batch_size, indexed=None):
         conn.close()
 
 
-def _fts_process_main(db_path, buckets, batch_size, indexed, errors):
-    try:
-        build_fts(db_path, buckets, batch_size, indexed)
-    except KeyboardInterrupt:
-        errors.put("interrupted")
-        sys.exit(130)
-    except BaseException as ex:
-        errors.put(f"full-text index: {type(ex).__name__}: {ex}")
-        sys.exit(1)
-
-
 class _FtsProcess:
+    """``build_fts`` in a child process (``python -m datasette_laion.fts_worker``),
+    which reports progress as lines on its stdout."""
+
     def __init__(self, db_path, buckets, batch_size):
-        context = multiprocessing.get_context("spawn")
-        self.indexed = context.Value("q", 0)
-        self.errors = context.Queue()
-        self.process = context.Process(
-            target=_fts_process_main,
-            args=(str(db_path), [(str(p), f) for p, f in buckets], batch_size, self.indexed, self.errors),
-            name="datasette-laion-fts",
-            daemon=True,
+        spec = {"db": str(db_path), "buckets": [[str(p), f] for p, f in buckets], "batch_size": batch_size}
+        self.indexed = 0
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "datasette_laion.fts_worker", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        self.process.start()
+        self.stderr = []
+        self.readers = [
+            threading.Thread(target=self._read_progress, daemon=True),
+            threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_progress(self):
+        for line in self.process.stdout:
+            if line.startswith("indexed "):
+                self.indexed = int(line.split()[1])
 
     def wait(self, bar):
-        while self.process.is_alive():
-            self.process.join(timeout=0.5)
-            bar.n = self.indexed.value
-            bar.refresh()
-        if self.process.exitcode != 0:
+        while self.process.poll() is None:
             try:
-                message = self.errors.get(timeout=1)
-            except queue.Empty:
-                message = f"full-text index process ended with exit code {self.process.exitcode}"
-            raise BuildError(message)
+                self.process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            bar.n = self.indexed
+            bar.refresh()
+        for reader in self.readers:
+            reader.join(timeout=5)
+        if self.process.returncode == -signal.SIGINT or self.process.returncode == 130:
+            raise KeyboardInterrupt
+        if self.process.returncode != 0:
+            lines = [line.rstrip() for line in self.stderr if line.strip()]
+            message = lines[-1] if lines else f"exit code {self.process.returncode}"
+            raise BuildError(f"full-text index: {message}")
+        bar.n = self.indexed
+        bar.refresh()
 
     def stop(self):
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.terminate()
-            self.process.join(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def _pid_alive(pid):
@@ -451,9 +467,15 @@ class _Builder:
                         arrays = _conform(batch, self.schema) + [pa.array(ids), pa.array(keys), pa.array(positions)]
                         keyed = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
                         buckets = np.searchsorted(cuts, keys, side="right")
-                        for b in np.unique(buckets):
+                        if len(cuts):
+                            order = np.argsort(buckets, kind="stable")
+                            keyed = keyed.take(pa.array(order))
+                            buckets = buckets[order]
+                        present, starts = np.unique(buckets, return_index=True)
+                        ends = list(starts[1:]) + [len(buckets)]
+                        for b, start, end in zip(present, starts, ends):
                             b = int(b)
-                            part = keyed.filter(pa.array(buckets == b)) if len(cuts) else keyed
+                            part = keyed.slice(int(start), int(end - start))
                             if b not in writers:
                                 writers[b] = ipc.new_file(self.work / f"bucket-{b:05d}.arrow", self.schema)
                                 sizes[b] = 0
@@ -504,6 +526,7 @@ class _Builder:
 
     # 5. indexes, while the full-text index is finished on the other core.
     def create_indexes(self):
+        self.conn.executescript(sql.INDEX_PRAGMAS)
         with self.steps.bar("indexes", len(sql.CREATE_INDEXES), unit="index") as bar:
             for _, statement in sql.CREATE_INDEXES:
                 self.conn.execute(statement)
@@ -584,6 +607,9 @@ class _Builder:
         fd, self.inspect_tmp = tempfile.mkstemp(
             dir=self.inspect_path.parent, prefix=f".{self.inspect_path.name}.", suffix=".tmp"
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would, not mkstemp's 0600
         with os.fdopen(fd, "w") as fp:
             json.dump(inspect_data, fp, indent=2)
             fp.flush()

@@ -6,14 +6,15 @@ domains stored in the database are exactly what ``select domain(url)`` says.
 """
 from urllib.parse import urlsplit
 
-# The part of a URL that decides its host under urlsplit(): an optional scheme,
-# "//" and the authority, ending where urlsplit() ends it (at "/", "?", "#" or
-# the end). URLs whose authority holds whitespace or control characters (which
-# urlsplit() strips or removes) do not match and take the slow path, so for
-# every URL that matches, domain(url) == domain(match). The build uses this to
-# compute each distinct authority once, not once per row; tests check the
-# equivalence over the awkward URLs of the sample generator and random ones.
-AUTHORITY_PREFIX_RE2 = r"^(?P<prefix>(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//[^/?#\x00-\x20]*)(?:[/?#]|$)"
+# The part of a URL that decides its host under urlsplit(): after an optional
+# scheme, "//" and the authority, ending where urlsplit() ends it (at "/", "?",
+# "#" or the end). The captured "//authority" has the same host as the URL.
+# URLs whose authority holds whitespace or control characters (which urlsplit()
+# strips or removes) do not match and take the slow path, so for every URL that
+# matches, domain(url) == domain(match). The build uses this to compute each
+# distinct authority once, not once per row; tests check the equivalence over
+# the awkward URLs of the sample generator and random ones.
+AUTHORITY_PREFIX_RE2 = r"^(?:[A-Za-z][A-Za-z0-9+.\-]*:)?(?P<prefix>//[^/?#\x00-\x20]*)(?:[/?#]|$)"
 
 
 def domain(url):
