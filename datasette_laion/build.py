@@ -44,7 +44,7 @@ from .version import __version__
 from .exclude import load_exclusions
 from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase
 from .names import NamesError, load_names
-from .source import CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_sources
+from .source import CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 250_000
@@ -176,26 +176,109 @@ class _Steps:
         return _Timer()
 
 
-def _read_bucket(path, columns=None):
-    """A spilled bucket, sorted best first (the order of the final rowids)."""
-    with pa.memory_map(str(path)) as source:
-        table = ipc.open_file(source).read_all()
-    if columns is not None:
-        table = table.select(columns + ["_key", "_pos"])
+def _read_bucket(parts, columns=None, remaps=None):
+    """A bucket (spilled by one or more partition workers), sorted best first:
+    the order of the final rowids. ``parts``: [(path, worker)]; ``remaps``:
+    worker -> numpy array mapping its domain ids to the final ones."""
+    tables = []
+    for path, worker in parts:
+        with pa.memory_map(str(path)) as source:
+            table = ipc.open_file(source).read_all()
+        if columns is not None:
+            table = table.select(columns + ["_key", "_pos"])
+        elif remaps is not None:
+            ids = remaps[worker][table.column("domain_id").to_numpy()]
+            table = table.set_column(table.schema.get_field_index("domain_id"), "domain_id", pa.array(ids))
+        tables.append(table)
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     order = pc.sort_indices(table, sort_keys=[("_key", "ascending"), ("_pos", "ascending")])
     return table.take(order)
 
 
-def build_fts(db_path, buckets, batch_size, progress=None):
+def partition_part(spec, progress=None):
+    """One share of the partition step; runs in a worker process.
+
+    Reads its row groups of the source files, drops excluded rows, computes
+    domain ids (its own numbering, remapped by the build afterwards), and
+    appends every row to ``bucket-<b>-<worker>.arrow`` of its score bucket.
+    Returns the figures the build needs, as JSON-able data.
+    """
+    work = Path(spec["work"])
+    worker = spec["worker"]
+    cuts = np.array(spec["cuts"], dtype=np.float64)
+    extras = spec["extras"]
+    schema = _spill_schema(extras)
+    exclusions = load_exclusions(spec["exclude"])
+    domains = DomainIds()
+    writers, sizes = {}, {}
+    loaded = {}
+    excluded = 0
+    try:
+        for task in spec["tasks"]:
+            source = open_source(task["path"])
+            position = task["position"]
+            count = 0
+            for raw in iter_batches(source, spec["batch_size"], row_groups=task["row_groups"]):
+                batch = normalise(raw, source, extras)
+                n = batch.num_rows
+                positions = np.arange(position, position + n, dtype=np.int64)
+                position += n
+                keep = exclusions.keep_mask(batch)
+                if keep is not None:
+                    excluded += int(n - keep.sum())
+                    batch = batch.filter(pa.array(keep))
+                    positions = positions[keep]
+                if batch.num_rows:
+                    ids = domains.for_urls(batch.column("url"))
+                    domains.count(ids)
+                    keys = _sort_key(batch.column("aesthetic"))
+                    arrays = _conform(batch, schema) + [pa.array(ids), pa.array(keys), pa.array(positions)]
+                    keyed = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                    buckets = np.searchsorted(cuts, keys, side="right")
+                    if len(cuts):
+                        order = np.argsort(buckets, kind="stable")
+                        keyed = keyed.take(pa.array(order))
+                        buckets = buckets[order]
+                    present, starts = np.unique(buckets, return_index=True)
+                    ends = list(starts[1:]) + [len(buckets)]
+                    for b, first, last in zip(present, starts, ends):
+                        b = int(b)
+                        if b not in writers:
+                            writers[b] = ipc.new_file(work / f"bucket-{b:05d}-{worker}.arrow", schema)
+                            sizes[b] = 0
+                        writers[b].write_batch(keyed.slice(int(first), int(last - first)))
+                        sizes[b] += int(last - first)
+                    count += batch.num_rows
+                if progress:
+                    progress(n)
+            loaded[task["source"]] = loaded.get(task["source"], 0) + count
+    finally:
+        for writer in writers.values():
+            writer.close()
+    hosts = [None] * (len(domains.ids) + 1)
+    for host, i in domains.ids.items():
+        hosts[i] = host
+    return {
+        "loaded": loaded,
+        "excluded": excluded,
+        "exclusions": [e["rows_excluded"] for e in exclusions.summary()],
+        "hosts": hosts,
+        "counts": domains.counts[: len(hosts)].tolist(),
+        "sizes": {str(b): n for b, n in sizes.items()},  # as JSON has them
+    }
+
+
+def build_fts(spec, progress=None):
     """Build the full-text index of the captions in its own database file.
 
-    Runs in a separate process, alongside the load, on the second core. It
+    Runs in a worker process, alongside the load, on the second core. It
     reads the same spilled buckets as the load and sorts them the same way, so
     rowid i here is rowid i in images. The index is contentless but otherwise
     identical to the external-content one the main database declares; the
-    build copies its segments over. ``buckets``: [(path, first_rowid)].
+    build copies its segments over.
     """
-    conn = sqlite3.connect(db_path, isolation_level=None)
+    batch_size = spec["batch_size"]
+    conn = sqlite3.connect(spec["db"], isolation_level=None)
     try:
         conn.executescript(sql.BUILD_PRAGMAS)
         conn.execute(sql.CREATE_FTS_SIDE)
@@ -204,37 +287,43 @@ def build_fts(db_path, buckets, batch_size, progress=None):
         conn.execute("insert into images_fts(images_fts, rank) values ('automerge', 0)")
         conn.execute(f"insert into images_fts(images_fts, rank) values ('hashsize', {sql.FTS_HASH_SIZE})")
         conn.execute("begin")
-        for path, first in buckets:
-            texts = _read_bucket(path, ["text"]).column("text")
+        for parts, first in spec["buckets"]:
+            texts = _read_bucket(parts, ["text"]).column("text")
             for start in range(0, len(texts), batch_size):
                 chunk = texts.slice(start, batch_size).to_pylist()
                 conn.executemany(
                     "insert into images_fts (rowid, text) values (?, ?)",
                     zip(range(first + start, first + start + len(chunk)), chunk),
                 )
-                if progress is not None:
+                if progress:
                     progress(len(chunk))
         conn.execute("commit")
         # One segment: smaller, and every query reads a single b-tree.
         conn.execute("insert into images_fts(images_fts) values ('optimize')")
     finally:
         conn.close()
+    return {}
 
 
-class _FtsProcess:
-    """``build_fts`` in a child process (``python -m datasette_laion.fts_worker``),
-    which reports progress as lines on its stdout."""
+WORKER_JOBS = {"partition": partition_part, "fts": build_fts}
 
-    def __init__(self, db_path, buckets, batch_size):
-        spec = {"db": str(db_path), "buckets": [[str(p), f] for p, f in buckets], "batch_size": batch_size}
-        self.indexed = 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "datasette_laion.fts_worker", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+
+class _Worker:
+    """A job of WORKER_JOBS in a child process (``python -m
+    datasette_laion.worker JOB SPEC``): progress comes as ``progress N``
+    lines on its stdout, the result as JSON in a file, an error as the last
+    line of its stderr."""
+
+    def __init__(self, job, spec, work, name):
+        self.spec_path = work / f"{name}.spec.json"
+        self.result_path = work / f"{name}.result.json"
+        self.spec_path.write_text(json.dumps(spec))
+        self.done = 0
         self.stderr = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "datasette_laion.worker", job, str(self.spec_path), str(self.result_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
         self.readers = [
             threading.Thread(target=self._read_progress, daemon=True),
             threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True),
@@ -244,27 +333,22 @@ class _FtsProcess:
 
     def _read_progress(self):
         for line in self.process.stdout:
-            if line.startswith("indexed "):
-                self.indexed = int(line.split()[1])
+            if line.startswith("progress "):
+                self.done = int(line.split()[1])
 
-    def wait(self, bar):
-        while self.process.poll() is None:
-            try:
-                self.process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-            bar.n = self.indexed
-            bar.refresh()
+    def finished(self):
+        return self.process.poll() is not None
+
+    def result(self):
+        self.process.wait()
         for reader in self.readers:
             reader.join(timeout=5)
-        if self.process.returncode == -signal.SIGINT or self.process.returncode == 130:
+        if self.process.returncode in (130, -signal.SIGINT):
             raise KeyboardInterrupt
         if self.process.returncode != 0:
             lines = [line.rstrip() for line in self.stderr if line.strip()]
-            message = lines[-1] if lines else f"exit code {self.process.returncode}"
-            raise BuildError(f"full-text index: {message}")
-        bar.n = self.indexed
-        bar.refresh()
+            raise BuildError(lines[-1] if lines else f"worker ended with exit code {self.process.returncode}")
+        return json.loads(self.result_path.read_text())
 
     def stop(self):
         if self.process.poll() is None:
@@ -274,6 +358,41 @@ class _FtsProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _wait_all(workers, bar):
+    """Wait for workers, updating ``bar`` with their summed progress."""
+    while not all(w.finished() for w in workers):
+        time.sleep(0.25)
+        bar.n = sum(w.done for w in workers)
+        bar.refresh()
+    results = [w.result() for w in workers]
+    bar.n = sum(w.done for w in workers)
+    bar.refresh()
+    return results
+
+
+def _share_row_groups(sources, workers):
+    """Split the row groups of every file into ``workers`` shares of about
+    equal rows: [[{"source", "path", "row_groups", "position"}]]. A file's
+    rows keep their global positions (file order), whoever reads them."""
+    shares = [[] for _ in range(workers)]
+    load = [0] * workers
+    position = 0
+    for index, source in enumerate(sources):
+        groups = list(enumerate(source.row_group_rows))
+        # contiguous runs, one per worker when the file has enough row groups
+        runs = [groups[k * len(groups) // workers : (k + 1) * len(groups) // workers] for k in range(workers)]
+        for run in runs:
+            if not run:
+                continue
+            k = load.index(min(load))
+            rows = sum(n for _, n in run)
+            first = position + sum(source.row_group_rows[: run[0][0]])
+            shares[k].append({"source": index, "path": str(source.path), "row_groups": [g for g, _ in run], "position": first})
+            load[k] += rows
+        position += source.num_rows
+    return [share for share in shares if share] or [[]]
 
 
 def _pid_alive(pid):
@@ -344,14 +463,17 @@ def build(
     batch_size=DEFAULT_BATCH_SIZE,
     sort_rows=DEFAULT_SORT_ROWS,
     progress=True,
+    workers=None,
 ):
     """Build ``out`` from parquet ``inputs`` (files or directories); see the
-    module docstring. Returns a BuildResult; raises BuildError (OUT unchanged)."""
-    return _Builder(out, inspect_file, batch_size, sort_rows, progress).run(inputs, names_dir, exclude)
+    module docstring. ``workers``: processes that read the parquet files
+    (default: 2, or 1 on one core). Returns a BuildResult; raises BuildError
+    (OUT unchanged)."""
+    return _Builder(out, inspect_file, batch_size, sort_rows, progress, workers).run(inputs, names_dir, exclude)
 
 
 class _Builder:
-    def __init__(self, out, inspect_file, batch_size, sort_rows, progress):
+    def __init__(self, out, inspect_file, batch_size, sort_rows, progress, workers=None):
         self.started = time.perf_counter()
         self.out = Path(out)
         self.inspect_path = Path(inspect_file) if inspect_file else self.out.parent / "inspect.json"
@@ -370,6 +492,8 @@ class _Builder:
         self.work = None
         self.conn = None
         self.fts = None
+        self.running = []
+        self.workers = workers or max(1, min(2, os.cpu_count() or 1))
         self.inspect_tmp = None
 
     def run(self, inputs, names_dir, exclude):
@@ -383,7 +507,11 @@ class _Builder:
                 cuts = self.scan()
             with self.steps.timed("partition"):
                 buckets = self.partition(cuts)
-            self.fts = _FtsProcess(self.work / "fts.db", buckets, self.batch_size)
+            self.fts = _Worker(
+                "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
+                self.work, "fts",
+            )
+            self.running = [self.fts]
             with self.steps.timed("load"):
                 self.load(buckets)
             with self.steps.timed("indexes"):
@@ -405,8 +533,8 @@ class _Builder:
             self.cleanup()
 
     def cleanup(self):
-        if self.fts is not None:
-            self.fts.stop()
+        for worker in self.running:
+            worker.stop()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -440,58 +568,51 @@ class _Builder:
                     bar.update(batch.num_rows)
         return _bucket_cuts(np.concatenate(keys), self.sort_rows)
 
-    # 3. partition: exclusions, domains, spill rows to their score bucket.
+    # 3. partition: exclusions, domains, spill rows to their score bucket,
+    #    in worker processes that share out the row groups of every file.
     def partition(self, cuts):
-        self.domains = DomainIds()
-        writers, sizes = {}, {}
-        self.loaded_per_source = []
-        self.excluded = 0
-        position = 0
+        shares = _share_row_groups(self.sources, self.workers)
+        base = {
+            "work": str(self.work), "cuts": cuts.tolist(), "extras": self.extras,
+            "exclude": [str(e.path) for e in self.exclusions.lists], "batch_size": self.batch_size,
+        }
         with self.steps.bar("read parquet", self.source_rows) as bar:
-            for source in self.sources:
-                loaded = 0
-                for raw in iter_batches(source, self.batch_size):
-                    batch = normalise(raw, source, self.extras)
-                    n = batch.num_rows
-                    positions = np.arange(position, position + n, dtype=np.int64)
-                    position += n
-                    keep = self.exclusions.keep_mask(batch)
-                    if keep is not None:
-                        self.excluded += int(n - keep.sum())
-                        batch = batch.filter(pa.array(keep))
-                        positions = positions[keep]
-                    if batch.num_rows:
-                        ids = self.domains.for_urls(batch.column("url"))
-                        self.domains.count(ids)
-                        keys = _sort_key(batch.column("aesthetic"))
-                        arrays = _conform(batch, self.schema) + [pa.array(ids), pa.array(keys), pa.array(positions)]
-                        keyed = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-                        buckets = np.searchsorted(cuts, keys, side="right")
-                        if len(cuts):
-                            order = np.argsort(buckets, kind="stable")
-                            keyed = keyed.take(pa.array(order))
-                            buckets = buckets[order]
-                        present, starts = np.unique(buckets, return_index=True)
-                        ends = list(starts[1:]) + [len(buckets)]
-                        for b, start, end in zip(present, starts, ends):
-                            b = int(b)
-                            part = keyed.slice(int(start), int(end - start))
-                            if b not in writers:
-                                writers[b] = ipc.new_file(self.work / f"bucket-{b:05d}.arrow", self.schema)
-                                sizes[b] = 0
-                            writers[b].write_batch(part)
-                            sizes[b] += part.num_rows
-                        loaded += batch.num_rows
-                    bar.update(n)
-                self.loaded_per_source.append(loaded)
-        for writer in writers.values():
-            writer.close()
+            if len(shares) == 1 and self.workers == 1:
+                results = [partition_part({**base, "worker": 0, "tasks": shares[0]}, bar.update)]
+            else:
+                self.running = [
+                    _Worker("partition", {**base, "worker": k, "tasks": tasks}, self.work, f"partition-{k}")
+                    for k, tasks in enumerate(shares)
+                ]
+                results = _wait_all(self.running, bar)
+                self.running = []
+        # Totals, and the domain ids of every worker mapped to the final ones:
+        # ranked by image count, most first.
+        self.loaded_per_source = [0] * len(self.sources)
+        for result in results:
+            for source, count in result["loaded"].items():
+                self.loaded_per_source[int(source)] += count
+        self.excluded = sum(r["excluded"] for r in results)
+        for i, exclusion in enumerate(self.exclusions.lists):
+            exclusion.rows_excluded = sum(r["exclusions"][i] for r in results)
         self.rows = sum(self.loaded_per_source)
-        self.domain_remap, self.domain_rows = self.domains.ranked()
+        counts = {}
+        self.rows_without_domain = 0
+        for result in results:
+            self.rows_without_domain += result["counts"][0]
+            for host, count in zip(result["hosts"][1:], result["counts"][1:]):
+                counts[host] = counts.get(host, 0) + count
+        ranked = sorted((item for item in counts.items() if item[1]), key=lambda item: (-item[1], item[0]))
+        final = {host: i for i, (host, _) in enumerate(ranked, start=1)}
+        self.domain_rows = [(i, host, count) for i, (host, count) in enumerate(ranked, start=1)]
+        self.domain_remaps = [
+            np.array([0] + [final.get(h, 0) for h in r["hosts"][1:]], dtype=np.int64) for r in results
+        ]
         buckets, first = [], 1
-        for b in sorted(writers):
-            buckets.append((self.work / f"bucket-{b:05d}.arrow", first))
-            first += sizes[b]
+        for b in sorted({int(b) for r in results for b in r["sizes"]}):
+            parts = [(str(self.work / f"bucket-{b:05d}-{k}.arrow"), k) for k, r in enumerate(results) if str(b) in r["sizes"]]
+            buckets.append((parts, first))
+            first += sum(r["sizes"].get(str(b), 0) for r in results)
         return buckets
 
     # 4. load: images in score order (the full-text index is built meanwhile).
@@ -510,13 +631,12 @@ class _Builder:
         )
         with self.steps.bar("load images", self.rows) as bar:
             self.conn.execute("begin")
-            for path, first in buckets:
-                table = _read_bucket(path)
+            for parts, first in buckets:
+                table = _read_bucket(parts, remaps=self.domain_remaps)
                 for start in range(0, table.num_rows, self.batch_size):
                     chunk = table.slice(start, self.batch_size)
                     values = [chunk.column(c).to_pylist() for c in columns[:-1]]
-                    ids = self.domain_remap[chunk.column("domain_id").to_numpy()]
-                    values.append([int(i) if i else None for i in ids])
+                    values.append([i or None for i in chunk.column("domain_id").to_pylist()])
                     rowid = first + start
                     self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
                     bar.update(chunk.num_rows)
@@ -540,8 +660,8 @@ class _Builder:
 
     def copy_fts(self):
         with self.steps.bar("full-text index", self.rows) as bar:
-            self.fts.wait(bar)
-        self.fts = None
+            _wait_all([self.fts], bar)
+        self.running = []
         conn = self.conn
         conn.execute(sql.CREATE_FTS)
         conn.execute("attach database ? as side", [str(self.work / "fts.db")])
@@ -627,7 +747,7 @@ class _Builder:
             rows=self.rows,
             source_rows=self.source_rows,
             domains=len(self.domain_rows),
-            rows_without_domain=int(self.domains.counts[0]),
+            rows_without_domain=self.rows_without_domain,
             excluded=self.excluded,
             exclusions=self.exclusions.summary(),
             names=self.name_counts,

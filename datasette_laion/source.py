@@ -85,6 +85,7 @@ class SourceFile:
     path: Path
     num_rows: int
     num_bytes: int
+    row_group_rows: list
     # SQLite column -> the column's name in this file
     columns: dict
     # lower-cased extra column -> (name in this file, SQLite type)
@@ -124,6 +125,7 @@ def open_source(path):
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
         num_rows = parquet.metadata.num_rows
+        row_group_rows = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     except Exception as ex:  # pyarrow raises several kinds for a bad file
         raise SourceError(f"{path}: not a readable parquet file ({ex})") from None
     by_lower = {}
@@ -169,6 +171,7 @@ def open_source(path):
         path=path,
         num_rows=num_rows,
         num_bytes=path.stat().st_size,
+        row_group_rows=row_group_rows,
         columns=columns,
         extras=extras,
     )
@@ -279,14 +282,14 @@ def normalise(batch, source, extras):
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def iter_batches(source, batch_size, columns=None):
+def iter_batches(source, batch_size, columns=None, row_groups=None):
     """Stream a file's record batches (raw, un-normalised); ``columns`` picks
-    SQLite columns to read. Read errors name the file."""
+    SQLite columns to read, ``row_groups`` row groups. Read errors name the file."""
     wanted = None
     if columns is not None:
         wanted = [source.columns[c] for c in columns if c in source.columns]
     try:
         parquet = pq.ParquetFile(source.path)
-        yield from parquet.iter_batches(batch_size=batch_size, columns=wanted)
+        yield from parquet.iter_batches(batch_size=batch_size, columns=wanted, row_groups=row_groups)
     except (OSError, pa.ArrowException) as ex:
         raise SourceError(f"{source.path}: read failed ({ex})") from None

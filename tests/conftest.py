@@ -19,9 +19,10 @@ def parquet_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built(parquet_dir, tmp_path_factory):
     """(BuildResult) of the sample, built with a small sort buffer so that the
-    score buckets, and their order across buckets, are exercised."""
+    score buckets, and their order across buckets, are exercised, and with
+    two partition workers."""
     out = tmp_path_factory.mktemp("db") / site.DATABASE_FILE
-    return build.build(out, [parquet_dir], progress=False, sort_rows=2_500, batch_size=1_000)
+    return build.build(out, [parquet_dir], progress=False, sort_rows=2_500, batch_size=1_000, workers=2)
 
 
 @pytest.fixture(scope="session")
