@@ -14,6 +14,8 @@ from .version import __version__  # noqa: F401
 def prepare_connection(conn):
     conn.create_function("domain", 1, functions.domain, deterministic=True)
     conn.create_function("fts_phrase", 1, functions.fts_phrase, deterministic=True)
+    conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
+    conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
 
 
 @hookimpl

@@ -4,6 +4,8 @@ Each function here is registered on every Datasette connection by the
 ``prepare_connection`` hook, and the build uses the very same code, so the
 domains stored in the database are exactly what ``select domain(url)`` says.
 """
+import functools
+import zlib
 from urllib.parse import urlsplit
 
 # The part of a URL that decides its host under urlsplit(): after an optional
@@ -46,3 +48,43 @@ def fts_phrase(text):
     if text is None:
         return None
     return '"' + str(text).replace('"', '""') + '"'
+
+
+_extractor = None
+
+
+@functools.lru_cache(maxsize=200_000)
+def registrable_domain(host):
+    """The registrable domain of a host by the Public Suffix List (the
+    snapshot bundled with tldextract; never downloaded): ``pinimg.com`` for
+    ``i.pinimg.com``, ``bbc.co.uk`` for ``www.bbc.co.uk``. None for IP
+    addresses, hosts under no known suffix, and non-strings."""
+    global _extractor
+    if not isinstance(host, str) or not host:
+        return None
+    if _extractor is None:
+        import tldextract
+
+        _extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    result = _extractor(host)
+    found = getattr(result, "top_domain_under_public_suffix", None)
+    if found is None:  # tldextract < 5.3
+        found = result.registered_domain
+    return found or None
+
+
+def registered_domain(url):
+    """``registrable_domain(domain(url))``: ``pinimg.com`` for
+    ``https://i.pinimg.com/x.jpg``."""
+    host = domain(url)
+    return registrable_domain(host) if host else None
+
+
+def url_hash(url):
+    """CRC-32 of a URL's UTF-8 bytes, as a signed 32-bit integer: the key of
+    the images_url_hash index, for exact URL look-ups
+    (``where url_hash = url_hash(:url) and url = :url``)."""
+    if not isinstance(url, str):
+        return None
+    value = zlib.crc32(url.encode("utf-8", "surrogatepass"))
+    return value - (1 << 32) if value >= (1 << 31) else value

@@ -35,7 +35,8 @@ create table images (
   aesthetic real,               -- LAION aesthetic predictor score
   hash text,                    -- LAION's 64-bit hash, as text (JSON-safe)
   __index_level_0__ integer,    -- pandas index left in the source files
-  domain_id integer references domain(id){extra_columns}
+  domain_id integer references domain(id),
+  url_hash integer{extra_columns}              -- url_hash(url): CRC-32, for exact URL look-ups
 )
 """
 
@@ -45,7 +46,18 @@ CREATE_DOMAIN = """
 create table domain (
   id integer primary key,
   domain text unique,
-  image_counts integer
+  image_counts integer,
+  registered_domain_id integer references registered_domain(id)
+)
+"""
+
+# Registrable domains (Public Suffix List): pinimg.com for i.pinimg.com.
+CREATE_REGISTERED_DOMAIN = """
+create table registered_domain (
+  id integer primary key,
+  registered_domain text unique,
+  image_counts integer,
+  hosts integer                 -- rows of domain under it
 )
 """
 
@@ -119,10 +131,25 @@ CREATE_INDEXES = [
     ("images_punsafe", "create index images_punsafe on images(punsafe)"),
     ("images_pwatermark", "create index images_pwatermark on images(pwatermark)"),
     ("images_domain_id", "create index images_domain_id on images(domain_id)"),
+    ("images_url_hash", "create index images_url_hash on images(url_hash)"),
+    ("domain_registered_domain_id", "create index domain_registered_domain_id on domain(registered_domain_id)"),
+    ("registered_domain_image_counts", "create index registered_domain_image_counts on registered_domain(image_counts)"),
     ("domain_image_counts", "create index domain_image_counts on domain(image_counts)"),
 ]
 
-INSERT_DOMAIN = "insert into domain (id, domain, image_counts) values (?, ?, ?)"
+INSERT_DOMAIN = "insert into domain (id, domain, image_counts, registered_domain_id) values (?, ?, ?, ?)"
+INSERT_REGISTERED_DOMAIN = (
+    "insert into registered_domain (id, registered_domain, image_counts, hosts) values (?, ?, ?, ?)"
+)
+
+# Figures stored in build_info, each answered by an index.
+BUILD_FIGURES = {
+    "punsafe_over_0_5": "select count(*) from images where punsafe > 0.5",
+    "punsafe_1": "select count(*) from images where punsafe >= 1.0",
+    "pwatermark_over_0_8": "select count(*) from images where pwatermark > 0.8",
+    "aesthetic_min": "select min(aesthetic) from images",
+    "aesthetic_max": "select max(aesthetic) from images",
+}
 
 # Images matching a phrase; the argument is already an FTS5 phrase.
 COUNT_PHRASE = "select count(*) from images_fts where images_fts match ?"

@@ -184,3 +184,49 @@ def test_no_work_files_left(built):
 
 def test_database_name():
     assert build.database_name("/x/laion-aesthetic-6pls.db") == "laion-aesthetic-6pls"
+
+
+def test_registered_domains(db, parquet):
+    import tldextract
+
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    expected, hosts = Counter(), {}
+    for p in parquet:
+        host = _host(p["URL"])
+        if host is None:
+            continue
+        registered = extract(host).top_domain_under_public_suffix
+        if registered:
+            expected[registered] += 1
+            hosts.setdefault(registered, set()).add(host)
+    got = {r[0]: (r[1], r[2]) for r in db.execute("select registered_domain, image_counts, hosts from registered_domain")}
+    assert got == {k: (v, len(hosts[k])) for k, v in expected.items()}
+    assert db.execute(
+        "select registered_domain from registered_domain where id = 1"
+    ).fetchone()[0] == "pinimg.com"
+    # every host is linked to its registrable domain
+    linked = db.execute(
+        "select count(*) from domain join registered_domain r on r.id = domain.registered_domain_id"
+    ).fetchone()[0]
+    assert linked == sum(len(h) for h in hosts.values())
+
+
+def test_url_hash_finds_every_url(db):
+    from datasette_laion.functions import url_hash
+
+    rows = db.execute("select rowid, url, url_hash from images where rowid % 97 = 0").fetchall()
+    for rowid, url, stored in rows:
+        assert stored == url_hash(url)
+        if url is not None:
+            found = [r[0] for r in db.execute("select rowid from images where url_hash = ? and url = ?", [url_hash(url), url])]
+            assert rowid in found
+    plan = " ".join(r[-1] for r in db.execute("explain query plan select * from images where url_hash = 5 and url = 'x'"))
+    assert "images_url_hash" in plan
+
+
+def test_build_figures(db, parquet):
+    info = dict(db.execute("select key, value from build_info").fetchall())
+    assert info["punsafe_over_0_5"] == sum(1 for p in parquet if p["punsafe"] > 0.5)
+    assert info["pwatermark_over_0_8"] == sum(1 for p in parquet if p["pwatermark"] > 0.8)
+    assert info["null_captions"] == sum(1 for p in parquet if p["TEXT"] is None)
+    assert info["rows_without_domain"] == sum(1 for p in parquet if _host(p["URL"]) is None)

@@ -121,3 +121,32 @@ def test_fts_phrase_matches_in_fts5(name, caption):
     conn.execute("insert into t values ('something else entirely')")
     count = conn.execute("select count(*) from t where t match ?", [fts_phrase(name)]).fetchone()[0]
     assert count == 1
+
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("https://i.pinimg.com/x.jpg", "pinimg.com"),
+        ("https://render.fineartamerica.com/images/x.jpg", "fineartamerica.com"),
+        ("http://www.bbc.co.uk/news.jpg", "bbc.co.uk"),
+        ("http://user:pw@PHOTOS.SMUGMUG.COM:443/x", "smugmug.com"),
+        ("http://192.168.1.20/cam.jpg", None),
+        ("http://[2001:db8::1]/photo.jpg", None),
+        ("https://bücher.example/x.jpg", None),
+        ("not a url", None),
+        (None, None),
+    ],
+)
+def test_registered_domain(url, expected):
+    from datasette_laion.functions import registered_domain
+
+    assert registered_domain(url) == expected
+
+
+@pytest.mark.parametrize("url", [u for u, _ in AWKWARD_URLS] + ["https://a.example/é\ud800"])
+def test_url_hash_is_signed_32_bit(url):
+    from datasette_laion.functions import url_hash
+
+    value = url_hash(url)
+    assert -(2**31) <= value < 2**31 and value == url_hash(url)
+    assert url_hash(None) is None
