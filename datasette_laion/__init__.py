@@ -1,12 +1,12 @@
 """Datasette plugin for the LAION-Aesthetics image metadata: hooks only.
 
 The work is done in the modules behind them: functions (SQL functions),
-source/build (parquet -> SQLite), sample (generated data), cli (commands).
+render (cells), views (routes), config, and source/build/sample/cli for the
+database itself.
 """
 from datasette import hookimpl
 
-from . import functions
-
+from . import config, functions, render, views
 from .version import __version__  # noqa: F401
 
 
@@ -16,6 +16,42 @@ def prepare_connection(conn):
     conn.create_function("fts_phrase", 1, functions.fts_phrase, deterministic=True)
     conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
     conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
+
+
+@hookimpl
+def startup(datasette):
+    views.open_configured_database(datasette, config.plugin_config(datasette))
+
+
+@hookimpl(tryfirst=True)  # before datasette-render-image-tags, for the columns we own
+def render_cell(row, value, column, table, datasette):
+    return render.render_cell(row, value, column, table, config.plugin_config(datasette))
+
+
+@hookimpl
+def extra_css_urls(datasette):
+    return [datasette.urls.static_plugins("datasette-laion", "laion.css")]
+
+
+@hookimpl
+def extra_js_urls(datasette):
+    return [datasette.urls.static_plugins("datasette-laion", "laion.js")]
+
+
+@hookimpl
+def extra_template_vars(datasette):
+    return {
+        "laion_database": config.plugin_config(datasette)["database"],
+        "laion_missing": getattr(datasette, "_laion_missing", None),
+    }
+
+
+@hookimpl
+def register_routes():
+    return [
+        (r"^/robots\.txt$", views.robots_txt),
+        (r"^/-/laion/health$", views.health),
+    ]
 
 
 @hookimpl

@@ -1,0 +1,62 @@
+"""The plugin's configuration: ``plugins: datasette-laion:`` in metadata.
+
+Every key has a default here and is checked once, at start-up.
+"""
+from pathlib import Path
+
+PLUGIN = "datasette-laion"
+
+DEFAULTS = {
+    # The LAION database to open, immutable, at start-up (as `datasette -i`
+    # would). When the file is not there yet, the site starts anyway and says
+    # that the database has not been uploaded. Optional: a database opened
+    # with `-i` (as `datasette laion serve` does) needs no entry here.
+    "database_path": None,
+    # Its inspect data (default: inspect.json beside database_path).
+    "inspect_file": None,
+    # The name the site serves the LAION database under.
+    "database": "laion-aesthetic-6pls",
+    # Thumbnails of rows with punsafe at or above this are hidden until clicked.
+    "safe_mode_threshold": 0.5,
+    # Columns rendered as thumbnails: {table: [column, ...]}.
+    "image_columns": {"images": ["url"]},
+    # Paths robots are asked not to crawl (robots.txt), under the database.
+    "robots_disallow": ["/images", "/images_fts", "/domain", "/registered_domain"],
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def plugin_config(datasette):
+    """The effective configuration: DEFAULTS overlaid with metadata's,
+    validated; read once (at start-up) and kept."""
+    config = getattr(datasette, "_laion_config", None)
+    if config is None:
+        config = dict(DEFAULTS)
+        config.update(datasette.plugin_config(PLUGIN) or {})
+        config = datasette._laion_config = validate(config)
+    return config
+
+
+def validate(config):
+    """Raise ConfigError for a value that cannot work; return it tidied."""
+    threshold = config["safe_mode_threshold"]
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+        raise ConfigError(f"{PLUGIN}: safe_mode_threshold must be a number from 0 to 1, not {threshold!r}")
+    columns = config["image_columns"]
+    if not isinstance(columns, dict) or not all(
+        isinstance(t, str) and isinstance(c, list) and all(isinstance(x, str) for x in c) for t, c in columns.items()
+    ):
+        raise ConfigError(f"{PLUGIN}: image_columns must map table names to lists of column names")
+    robots = config["robots_disallow"]
+    if not isinstance(robots, list) or not all(isinstance(p, str) and p.startswith("/") for p in robots):
+        raise ConfigError(f"{PLUGIN}: robots_disallow must be a list of paths starting with /")
+    if config["database_path"] is not None:
+        config["database_path"] = Path(config["database_path"])
+        if config["inspect_file"] is None:
+            config["inspect_file"] = config["database_path"].parent / "inspect.json"
+    if config["inspect_file"] is not None:
+        config["inspect_file"] = Path(config["inspect_file"])
+    return config

@@ -1,0 +1,54 @@
+"""Routes the plugin adds, and opening the configured database."""
+import json
+
+from datasette.database import Database
+from datasette.utils.asgi import Response
+
+from .config import plugin_config
+
+
+def open_configured_database(datasette, config):
+    """Open ``database_path`` immutable, with its inspect data, once; or note
+    that it is missing, so that the site says it has not been uploaded yet."""
+    path = config["database_path"]
+    datasette._laion_missing = None
+    if path is None:
+        return
+    name = config["database"]
+    if name in datasette.databases:
+        return  # opened by -i as well; never open it twice
+    if not path.is_file():
+        datasette._laion_missing = str(path)
+        return
+    inspect_file = config["inspect_file"]
+    if inspect_file is not None and inspect_file.is_file():
+        data = json.loads(inspect_file.read_text())
+        entry = data.get(name) or data.get(path.stem)
+        if entry:
+            datasette.inspect_data = {**(datasette.inspect_data or {}), name: entry}
+    datasette.add_database(Database(datasette, path=str(path), is_mutable=False), name=name)
+
+
+async def health(datasette):
+    """Cheap, always 200 while the server runs: says whether the LAION
+    database is being served or not uploaded yet."""
+    config = plugin_config(datasette)
+    missing = getattr(datasette, "_laion_missing", None)
+    body = {
+        "ok": True,
+        "database": config["database"],
+        "status": "not uploaded" if missing else ("ready" if config["database"] in datasette.databases else "absent"),
+    }
+    if missing:
+        body["expected_at"] = missing
+    return Response.json(body)
+
+
+async def robots_txt(datasette):
+    config = plugin_config(datasette)
+    base = datasette.urls.database(config["database"])
+    lines = ["User-agent: *"]
+    for path in config["robots_disallow"]:
+        lines.append(f"Disallow: {base}{path}")
+    lines.append("Disallow: /*?*_search=")
+    return Response.text("\n".join(lines) + "\n")
