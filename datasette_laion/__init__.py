@@ -16,6 +16,7 @@ def prepare_connection(conn):
     conn.create_function("fts_phrase", 1, functions.fts_phrase, deterministic=True)
     conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
     conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
+    conn.create_function("url_quote", 1, functions.url_quote, deterministic=True)
 
 
 @hookimpl

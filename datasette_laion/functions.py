@@ -6,7 +6,7 @@ domains stored in the database are exactly what ``select domain(url)`` says.
 """
 import functools
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 # The part of a URL that decides its host under urlsplit(): after an optional
 # scheme, "//" and the authority, ending where urlsplit() ends it (at "/", "?",
@@ -88,3 +88,11 @@ def url_hash(url):
         return None
     value = zlib.crc32(url.encode("utf-8", "surrogatepass"))
     return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def url_quote(text):
+    """``text`` encoded for a URL query string (``quote_plus``): for links
+    built in SQL, such as a name's search."""
+    if text is None:
+        return None
+    return quote_plus(str(text))
