@@ -6,7 +6,7 @@ database itself.
 """
 from datasette import hookimpl
 
-from . import config, functions, render, views
+from . import config, functions, render, search_view, views
 from .version import __version__  # noqa: F401
 
 
@@ -45,6 +45,12 @@ def extra_template_vars(datasette):
         "laion_database": config.plugin_config(datasette)["database"],
         "laion_missing": getattr(datasette, "_laion_missing", None),
     }
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    # Searches of the images table: fast for every word (search_view.py).
+    return search_view.asgi_wrapper(datasette)
 
 
 @hookimpl

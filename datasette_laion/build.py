@@ -818,6 +818,7 @@ def _write_tables(conn, sources, loaded, exclusions, rows, source_rows, excluded
         "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "sqlite_version": sqlite3.sqlite_version,
         "pyarrow_version": pa.__version__,
+        "order": "aesthetic desc",  # rowid 1 is the best; search relies on it
         "rows": rows,
         "source_rows": source_rows,
         "excluded_rows": excluded,

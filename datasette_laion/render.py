@@ -5,7 +5,7 @@ become a link or an image source.
 """
 from urllib.parse import urlsplit
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 # Scores shown rounded in HTML (JSON keeps full precision).
 ROUNDED_COLUMNS = {"similarity", "punsafe", "pwatermark", "aesthetic"}

@@ -1,0 +1,263 @@
+"""Serve searches of the images table on Datasette's own URLs.
+
+``/<db>/images?_search=...`` and ``/<db>/images.json?_search=...`` (and any
+``_view=gallery`` page) are answered here, through an ASGI wrapper, with the
+fast search of ``search.py``; every other request goes to Datasette. The JSON
+keeps the keys and ``_shape`` variants of Datasette's table JSON.
+"""
+import json
+import time
+from urllib.parse import parse_qs
+
+from datasette.database import QueryInterrupted
+from datasette.utils import path_with_removed_args, path_with_replaced_args
+from datasette.utils.asgi import Request, Response
+from markupsafe import Markup, escape
+
+from . import render, search
+from .config import plugin_config
+
+TABLE = "images"
+
+
+def wants_search(datasette, scope):
+    """(database, format) when this request is one of ours, else None."""
+    if scope.get("type") != "http" or scope.get("method") not in ("GET", "HEAD"):
+        return None
+    config = plugin_config(datasette)
+    database = config["database"]
+    base = datasette.urls.table(database, TABLE)
+    path = scope.get("path", "")
+    if path == base:
+        fmt = "html"
+    elif path == base + ".json":
+        fmt = "json"
+    else:
+        return None
+    args = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    has_search = any(v.strip() for v in args.get("_search", []))
+    if not has_search and args.get("_view", [""])[0] != "gallery":
+        return None
+    if database not in datasette.databases:
+        return None
+    return database, fmt
+
+
+def _count_text(result):
+    if result.count_exact:
+        return f"{result.count:,} {'match' if result.count == 1 else 'matches'}"
+    return f"{result.count:,}+ matches"
+
+
+async def _domain_labels(db, rows):
+    ids = sorted({r["domain_id"] for r in rows if r["domain_id"] is not None})
+    if not ids:
+        return {}
+    placeholders = ", ".join(f":d{i}" for i in range(len(ids)))
+    result = await db.execute(
+        f"select id, domain from domain where id in ({placeholders})", {f"d{i}": v for i, v in enumerate(ids)}
+    )
+    return {row[0]: row[1] for row in result.rows}
+
+
+async def _browse(db, request):
+    """A gallery page with no search: images best first, by rowid."""
+    columns = ["rowid"] + search.SEARCH_COLUMNS
+    select = "rowid as rowid, " + ", ".join(f"[{c}]" for c in search.SEARCH_COLUMNS)
+    where, params = [], {}
+    if request.after is not None:
+        where.append("rowid > :after")
+        params["after"] = request.after
+    for n, (column, op, value) in enumerate(request.filters):
+        if column == "_domain":
+            rows = (await db.execute("select id from domain where domain = :d", {"d": value})).rows
+            if not rows:
+                raise search.SearchError(f"_domain: no images from {value!r}")
+            column, value = "domain_id", rows[0][0]
+        where.append(f"[{column}] {op} :p{n}")
+        params[f"p{n}"] = value
+    sql = f"select {select} from images {'where ' + ' and '.join(where) if where else ''} order by rowid limit {request.size + 1}"
+    rows = list((await db.execute(sql, params)).rows)
+    next_token = str(rows[request.size - 1][0]) if len(rows) > request.size else None
+    return search.SearchResult(
+        rows=rows[: request.size], columns=columns, count=None, count_exact=False,
+        next_token=next_token, sql=sql, params=params,
+    )
+
+
+def _cell(row, column, labels, datasette, database, config):
+    value = row[column]
+    if column == "rowid":
+        return Markup('<a href="{}">{}</a>').format(datasette.urls.row(database, TABLE, str(value)), value)
+    if column == "domain_id" and value is not None:
+        return Markup('<a href="{}">{}</a>&nbsp;<em>{}</em>').format(
+            datasette.urls.row(database, "domain", str(value)), labels.get(value, ""), value
+        )
+    rendered = render.render_cell(row, value, column, TABLE, config)
+    if rendered is not None:
+        return rendered
+    if value is None:
+        return Markup("&nbsp;")
+    return escape(value)
+
+
+def _json_body(request_args, result, rows, database, next_url, query_ms):
+    shape = request_args.get("_shape", "arrays")
+    columns = result.columns
+    if shape == "array":
+        return [dict(zip(columns, row)) for row in rows]
+    if shape == "arrayfirst":
+        return [row[0] for row in rows]
+    if shape not in ("arrays", "objects"):
+        return None
+    return {
+        "database": database,
+        "table": TABLE,
+        "is_view": False,
+        "human_description_en": f"where search matches {request_args.get('_search', '')!r}, {result.order}",
+        "rows": [dict(zip(columns, row)) for row in rows] if shape == "objects" else [list(row) for row in rows],
+        "truncated": False,
+        "filtered_table_rows_count": result.count,
+        "filtered_table_rows_count_exact": result.count_exact,
+        "expanded_columns": [],
+        "expandable_columns": [[{"column": "domain_id", "other_table": "domain", "other_column": "id"}, "domain"]],
+        "columns": columns,
+        "primary_keys": [],
+        "units": {},
+        "query": {"sql": result.sql, "params": {k: v for k, v in result.params.items()}},
+        "facet_results": {},
+        "suggested_facets": [],
+        "next": result.next_token,
+        "next_url": next_url,
+        "private": False,
+        "allow_execute_sql": True,
+        "query_ms": query_ms,
+        "order": result.order,
+        "notes": result.notes,
+    }
+
+
+async def handle(datasette, scope, receive, send, database, fmt):
+    await datasette.invoke_startup()  # idempotent; Datasette's router would do it
+    # Outside Datasette's CSRF middleware: these pages have no forms that post.
+    scope = {**scope, "csrftoken": scope.get("csrftoken") or (lambda: "")}
+    request = Request(scope, receive)
+    config = plugin_config(datasette)
+    db = datasette.get_database(database)
+    max_size = datasette.setting("max_returned_rows")
+    table_metadata = datasette.table_metadata(database, TABLE) or {}
+    default_size = table_metadata.get("size") or datasette.setting("default_page_size")
+    start = time.perf_counter()
+    try:
+        parsed = search.parse_request(request.args, default_size, max_size)
+        if request.args.get("_shape") == "object":
+            raise search.SearchError("_shape=object not available for tables with no primary keys")
+        if parsed.query:
+            sorted_best_first = await _sorted_best_first(db)
+            result = await search.run_search(db, parsed, sorted_best_first)
+        else:
+            result = await _browse(db, parsed)
+    except search.SearchError as ex:
+        response = await _error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
+        await response.asgi_send(send)
+        return
+    except QueryInterrupted:
+        response = await _error_response(
+            datasette, request, fmt, 400, "Search took too long",
+            "This search took longer than the time limit; add words or filters to narrow it.",
+        )
+        await response.asgi_send(send)
+        return
+    query_ms = (time.perf_counter() - start) * 1000
+    rows = [dict(zip(result.columns, row)) for row in result.rows]
+    next_url = None
+    if result.next_token:
+        next_url = datasette.absolute_url(request, path_with_replaced_args(request, {"_next": result.next_token}))
+    if fmt == "json":
+        body = _json_body(request.args, result, result.rows, database, next_url, query_ms)
+        if body is None:
+            response = await _error_response(
+                datasette, request, fmt, 400, "Invalid _shape",
+                "_shape: use arrays, objects, array or arrayfirst",
+            )
+        elif request.args.get("_nl") and request.args.get("_shape") == "array":
+            response = Response.text("\n".join(json.dumps(r, default=str) for r in body), content_type="text/plain")
+        else:
+            response = Response.json(body, default=str)
+        await response.asgi_send(send)
+        return
+    labels = await _domain_labels(db, rows)
+    cells = [
+        [(column, _cell(row, column, labels, datasette, database, config)) for column in result.columns]
+        for row in rows
+    ]
+    gallery = [
+        {
+            "rowid": row["rowid"],
+            "row_url": datasette.urls.row(database, TABLE, str(row["rowid"])),
+            "thumb": render.render_cell(row, row["url"], "url", TABLE, config),
+            "text": row["text"],
+            "aesthetic": row["aesthetic"],
+            "domain": labels.get(row["domain_id"]),
+            "domain_url": datasette.urls.row(database, "domain", str(row["domain_id"])) if row["domain_id"] else None,
+        }
+        for row in rows
+    ]
+    filters = [(c, op, v) for c, op, v in parsed.filters]
+    html = await datasette.render_template(
+        "laion_search.html",
+        {
+            "database": database,
+            "table": TABLE,
+            "search_text": parsed.text,
+            "search_mode": parsed.mode,
+            "filters": filters,
+            "columns": result.columns,
+            "cells": cells,
+            "gallery_items": gallery,
+            "gallery": parsed.gallery,
+            "count_text": _count_text(result) if result.count is not None else None,
+            "notes": result.notes,
+            "order": result.order,
+            "next_url": next_url,
+            "table_url": path_with_removed_args(request, {"_view"}),
+            "gallery_url": path_with_replaced_args(request, {"_view": "gallery"}),
+            "json_url": path_with_replaced_args(request, {}).replace(
+                datasette.urls.table(database, TABLE), datasette.urls.table(database, TABLE) + ".json", 1
+            ),
+            "relevance_url": path_with_replaced_args(request, {"_sort": "relevance", "_next": None, "_sort_desc": None}),
+            "best_url": path_with_removed_args(request, {"_sort", "_sort_desc", "_next", "_order"}),
+            "query_ms": query_ms,
+            "args": request.args,
+        },
+        request=request,
+    )
+    await Response.html(html).asgi_send(send)
+
+
+async def _sorted_best_first(db):
+    rows = (await db.execute("select value from build_info where key = 'order'")).rows
+    return bool(rows) and rows[0][0] == "aesthetic desc"
+
+
+async def _error_response(datasette, request, fmt, status, title, message):
+    if fmt == "json":
+        return Response.json({"ok": False, "error": message, "status": status, "title": title}, status=status)
+    html = await datasette.render_template(
+        "error.html", {"error": message, "title": title, "status": status}, request=request
+    )
+    return Response.html(html, status=status)
+
+
+def asgi_wrapper(datasette):
+    def wrap(app):
+        async def wrapped(scope, receive, send):
+            target = wants_search(datasette, scope)
+            if target is None:
+                await app(scope, receive, send)
+            else:
+                await handle(datasette, scope, receive, send, *target)
+
+        return wrapped
+
+    return wrap
