@@ -44,6 +44,8 @@ def fts_query(text, mode="default"):
     """
     if mode == "raw":
         return text.strip() or None
+    # Control characters separate tokens anyway; NUL would cut the query short.
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
     terms = []
     for match in re.finditer(r'"([^"]*)"?|([^\s"]+)', text):
         term = match.group(1) if match.group(1) is not None else match.group(2)

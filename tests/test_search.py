@@ -1,0 +1,256 @@
+"""The fast search on Datasette's own URLs, checked against captions
+tokenized independently in the test."""
+import re
+import sqlite3
+
+import pytest
+
+from datasette_laion import search
+
+DB = "/laion-aesthetic-6pls"
+
+
+@pytest.fixture(scope="module")
+def rows(db_path):
+    conn = sqlite3.connect(f"file:{db_path}?immutable=1", uri=True)
+    conn.row_factory = sqlite3.Row
+    found = [dict(r) for r in conn.execute("select rowid, * from images order by rowid")]
+    domains = dict(conn.execute("select domain, id from domain"))
+    conn.close()
+    return found, domains
+
+
+def words(text):
+    return re.findall(r"[a-z0-9]+", (text or "").lower())
+
+
+def matching(rows, *terms):
+    out = []
+    for row in rows:
+        tokens = words(row["text"])
+        joined = " " + " ".join(tokens) + " "
+        if all((" " + " ".join(words(t)) + " ") in joined for t in terms):
+            out.append(row)
+    return out
+
+
+async def get(ds, path):
+    response = await ds.client.get(path)
+    return response
+
+
+async def all_pages(ds, path, size=50):
+    found, url, pages = [], f"{path}&_size={size}&_shape=objects", 0
+    while url:
+        response = await ds.client.get(url)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found.extend(body["rows"])
+        url = body["next_url"]
+        if url:
+            url = url.split("localhost", 1)[1]
+        pages += 1
+    return found, pages
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("query,terms", [("dog", ["dog"]), ("lemur", ["lemur"]), ('"thomas kinkade"', ["thomas kinkade"]),
+                                          ("the dog", ["the", "dog"]), ('dog "black dog"', ["dog", "black dog"])])
+async def test_search_finds_exactly_the_matching_rows_best_first(ds, rows, query, terms):
+    images, _ = rows
+    expected = [r["rowid"] for r in matching(images, *terms)]
+    found, pages = await all_pages(ds, f"{DB}/images.json?_search={query}", size=200)
+    assert [r["rowid"] for r in found] == expected
+    assert pages == max(1, -(-len(expected) // 200))
+
+
+@pytest.mark.asyncio
+async def test_keyset_paging_deep(ds, rows):
+    images, _ = rows
+    expected = [r["rowid"] for r in matching(images, "the")]
+    url = f"{DB}/images.json?_search=the&_size=7"
+    for page in range(25):
+        body = (await ds.client.get(url)).json()
+        assert [r[0] for r in body["rows"]] == expected[page * 7 : page * 7 + 7]
+        assert body["next"] == str(body["rows"][-1][0])
+        url = body["next_url"].split("localhost", 1)[1]
+
+
+@pytest.mark.asyncio
+async def test_json_shapes(ds):
+    default = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=2")).json()
+    for key in ("database", "table", "rows", "columns", "filtered_table_rows_count", "next", "next_url", "query", "primary_keys"):
+        assert key in default
+    assert default["columns"][:3] == ["rowid", "url", "text"] and isinstance(default["rows"][0], list)
+    objects = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=2&_shape=objects")).json()
+    assert objects["rows"][0]["rowid"] == default["rows"][0][0]
+    array = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=2&_shape=array")).json()
+    assert array == objects["rows"]
+    first = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=2&_shape=arrayfirst")).json()
+    assert first == [r[0] for r in default["rows"]]
+    bad = await ds.client.get(f"{DB}/images.json?_search=dog&_shape=object")
+    assert bad.status_code == 400 and bad.json()["ok"] is False
+    assert isinstance(array[0]["hash"], str)
+
+
+@pytest.mark.asyncio
+async def test_counts_exact_then_capped(ds, rows, monkeypatch):
+    images, _ = rows
+    body = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=1")).json()
+    assert body["filtered_table_rows_count"] == len(matching(images, "dog"))
+    assert body["filtered_table_rows_count_exact"] is True
+    monkeypatch.setattr(search, "COUNT_CAP", 100)
+    body = (await ds.client.get(f"{DB}/images.json?_search=dog&_size=1")).json()
+    assert body["filtered_table_rows_count"] == 100 and body["filtered_table_rows_count_exact"] is False
+    html = (await ds.client.get(f"{DB}/images?_search=dog&_size=1")).text
+    assert "100+ matches" in html
+
+
+@pytest.mark.asyncio
+async def test_relevance_when_cheap_and_fallback_when_not(ds, db, monkeypatch):
+    expected = [r[0] for r in db.execute("select rowid from images_fts where images_fts match 'lemur OR kinkade' order by rank, rowid")]
+    body = (await ds.client.get(f"{DB}/images.json?_search=lemur OR kinkade&_searchmode=raw&_sort=relevance&_size=max")).json()
+    assert [r[0] for r in body["rows"]] == expected and body["order"] == "relevance"
+    monkeypatch.setattr(search, "RESORT_CAP", 5)
+    body = (await ds.client.get(f"{DB}/images.json?_search=dog&_sort=relevance&_size=3")).json()
+    assert body["order"] == "best first"
+    assert "Sorted best first" in body["notes"][0]
+    html = (await ds.client.get(f"{DB}/images?_search=dog&_sort=relevance")).text
+    assert "Sorted best first" in html
+
+
+@pytest.mark.asyncio
+async def test_sort_by_column_when_cheap(ds, rows):
+    images, _ = rows
+    expected = sorted(matching(images, "lemur"), key=lambda r: (-r["punsafe"], r["rowid"]))
+    body = (await ds.client.get(f"{DB}/images.json?_search=lemur&_sort_desc=punsafe&_size=max&_shape=array")).json()
+    assert [r["rowid"] for r in body] == [r["rowid"] for r in expected]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "args,check",
+    [
+        ("aesthetic__gte=7", lambda r: r["aesthetic"] >= 7),
+        ("aesthetic__gt=6.5&aesthetic__lt=7", lambda r: 6.5 < r["aesthetic"] < 7),
+        ("aesthetic__lte=6.2", lambda r: r["aesthetic"] <= 6.2),
+        ("punsafe__lte=0.01", lambda r: r["punsafe"] <= 0.01),
+        ("pwatermark__lte=0.05", lambda r: r["pwatermark"] <= 0.05),
+        ("aesthetic__gte=6.5&punsafe__lt=0.5&pwatermark__lte=0.8", lambda r: r["aesthetic"] >= 6.5 and r["punsafe"] < 0.5 and r["pwatermark"] <= 0.8),
+        ("domain_id=1", lambda r: r["domain_id"] == 1),
+        ("_domain=i.pinimg.com", lambda r: r["domain_id"] == 1),
+        ("_domain=render.fineartamerica.com&punsafe__lt=0.5", lambda r: r["domain_id"] == 2 and r["punsafe"] < 0.5),
+    ],
+)
+async def test_filters_combined_with_search(ds, rows, args, check):
+    images, _ = rows
+    for word in ("the", "dog"):
+        expected = [r["rowid"] for r in matching(images, word) if check(r)]
+        found, _ = await all_pages(ds, f"{DB}/images.json?_search={word}&{args}", size=100)
+        assert [r["rowid"] for r in found] == expected, (word, args)
+        body = (await ds.client.get(f"{DB}/images.json?_search={word}&{args}&_size=1")).json()
+        assert body["filtered_table_rows_count"] == len(expected) and body["filtered_table_rows_count_exact"]
+
+
+@pytest.mark.asyncio
+async def test_small_domain_is_searched_from_the_domain_side(ds, rows, db):
+    images, domains = rows
+    # a mid-sized domain of the sample, and a word
+    domain_id, host = db.execute("select id, domain from domain where image_counts between 20 and 200 order by id limit 1").fetchone()
+    expected = [r["rowid"] for r in matching(images, "the") if r["domain_id"] == domain_id]
+    found, _ = await all_pages(ds, f"{DB}/images.json?_search=the&_domain={host}", size=3)
+    assert [r["rowid"] for r in found] == expected and expected
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "query",
+    ['NEAR(dog cat)', 'dog*', 'AND', 'OR dog', '"unbalanced', 'a:b', '^dog', '(dog', 'dog-cat', "o'keeffe", "🐶", "\x00", "'", '""', "-dog"],
+)
+async def test_default_mode_never_errors(ds, query):
+    from urllib.parse import quote
+
+    response = await ds.client.get(f"{DB}/images.json?_search={quote(query)}&_size=2")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("query,status", [("dog OR lemur", 200), ("dog NOT the", 200), ("NEAR(black dog, 3)", 200), ("lem*", 200),
+                                           ("dog AND", 400), ('"unterminated', 400), ("(dog", 400), ("nosuchcolumn:dog", 400)])
+async def test_advanced_mode(ds, db, query, status):
+    from urllib.parse import quote
+
+    response = await ds.client.get(f"{DB}/images.json?_search={quote(query)}&_searchmode=raw&_size=max")
+    assert response.status_code == status, response.text
+    if status == 200:
+        expected = [r[0] for r in db.execute("select rowid from images_fts where images_fts match ? order by rowid", [query])]
+        assert [r[0] for r in response.json()["rows"]] == expected[:1000]
+    else:
+        assert response.json()["error"].startswith("Invalid search syntax")
+        html = await ds.client.get(f"{DB}/images?_search={quote(query)}&_searchmode=raw")
+        assert html.status_code == 400 and "Invalid search syntax" in html.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ("_sort=nope", "cannot sort by 'nope'"),
+        ("_sort=url&_sort_desc=url", "use either _sort or _sort_desc"),
+        ("_size=100000", "_size: a number from 1 to 1000"),
+        ("_next=abc", "_next: 'abc' is not a page token"),
+        ("aesthetic__gte=high", "aesthetic__gte: 'high' is not a number"),
+        ("text__contains=x", "filter 'text__contains' is not available with search"),
+        ("_searchmode=regex", "_searchmode: use raw"),
+        ("_domain=no.such.host", "_domain: no images from 'no.such.host'"),
+    ],
+)
+async def test_bad_parameters_get_400_with_a_message(ds, args, message):
+    response = await ds.client.get(f"{DB}/images.json?_search=dog&{args}")
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+@pytest.mark.asyncio
+async def test_bookmarked_urls_and_order_synonyms(ds, rows):
+    images, _ = rows
+    expected = [r["rowid"] for r in matching(images, "thomas kinkade")][:50]
+    for args in ['_search="Thomas Kinkade"&_sort=rowid', '_search="Thomas Kinkade"&_sort_desc=aesthetic', '_search="Thomas Kinkade"']:
+        body = (await ds.client.get(f"{DB}/images.json?{args}&_shape=array")).json()
+        assert [r["rowid"] for r in body] == expected
+    assert (await ds.client.get(f"{DB}/images?_search=lemur")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_html_table_and_gallery(ds):
+    html = (await ds.client.get(f"{DB}/images?_search=dog&_size=5")).text
+    assert html.count('class="laion-thumb') >= 1 and 'class="rows-and-columns"' in html
+    assert "matches</strong>" in html and 'href="/laion-aesthetic-6pls/images?_search=dog&amp;_size=5&amp;_view=gallery"' in html
+    gallery = (await ds.client.get(f"{DB}/images?_search=dog&_size=5&_view=gallery")).text
+    assert gallery.count('<li>') == 5 and "aesthetic" in gallery
+    browse = (await ds.client.get(f"{DB}/images?_view=gallery&_size=4")).text
+    assert browse.count('<li>') == 4
+
+
+@pytest.mark.asyncio
+async def test_plain_table_pages_stay_datasette(ds):
+    response = await ds.client.get(f"{DB}/images?_size=3")
+    assert response.status_code == 200 and "laion-results" not in response.text
+    assert '<input id="_search" type="search" name="_search"' in response.text
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("dog", '"dog"'),
+        ("black dog", '"black" "dog"'),
+        ('"black dog" park', '"black dog" "park"'),
+        ('"unbalanced phrase', '"unbalanced phrase"'),
+        ('say "hi', '"say" "hi"'),
+        ("NEAR(a b)", '"NEAR(a" "b)"'),
+        ("", None),
+        ('  ""  ', None),
+    ],
+)
+def test_fts_query_default_mode(text, expected):
+    assert search.fts_query(text) == expected
