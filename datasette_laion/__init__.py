@@ -11,12 +11,15 @@ from .version import __version__  # noqa: F401
 
 
 @hookimpl
-def prepare_connection(conn):
+def prepare_connection(conn, datasette):
     conn.create_function("domain", 1, functions.domain, deterministic=True)
     conn.create_function("fts_phrase", 1, functions.fts_phrase, deterministic=True)
     conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
     conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
-    conn.create_function("url_quote", 1, functions.url_quote, deterministic=True)
+    def images_url():
+        return datasette.urls.table(config.plugin_config(datasette)["database"], "images")
+
+    conn.create_function("search_url", 1, functions.phrase_search_url(images_url), deterministic=True)
 
 
 @hookimpl

@@ -90,9 +90,16 @@ def url_hash(url):
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
-def url_quote(text):
-    """``text`` encoded for a URL query string (``quote_plus``): for links
-    built in SQL, such as a name's search."""
-    if text is None:
-        return None
-    return quote_plus(str(text))
+
+def phrase_search_url(images_url):
+    """A function of a name giving the URL path of its phrase search on the
+    images table (``images_url()`` gives its path): the double quotes of a
+    name become spaces, which the tokenizer treats alike, so that the phrase
+    stays one phrase."""
+
+    def search_url(text):
+        if text is None:
+            return None
+        return images_url() + "?_search=" + quote_plus('"' + str(text).replace('"', " ") + '"')
+
+    return search_url

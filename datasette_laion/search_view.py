@@ -26,6 +26,8 @@ def wants_search(datasette, scope):
         return None
     config = plugin_config(datasette)
     database = config["database"]
+    if database not in datasette.databases:
+        return None
     base = datasette.urls.table(database, TABLE)
     path = scope.get("path", "")
     if path == base:
@@ -37,8 +39,6 @@ def wants_search(datasette, scope):
     args = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     has_search = any(v.strip() for v in args.get("_search", []))
     if not has_search and args.get("_view", [""])[0] != "gallery":
-        return None
-    if database not in datasette.databases:
         return None
     return database, fmt
 

@@ -27,6 +27,10 @@ def open_configured_database(datasette, config):
         if entry:
             datasette.inspect_data = {**(datasette.inspect_data or {}), name: entry}
     datasette.add_database(Database(datasette, path=str(path), is_mutable=False), name=name)
+    if not datasette.files and not datasette.crossdb and "_memory" in datasette.databases:
+        # Datasette adds an empty in-memory database when started with no
+        # files; the configured database is the site's one database.
+        datasette.remove_database("_memory")
 
 
 async def health(datasette):
@@ -46,7 +50,9 @@ async def health(datasette):
 
 async def robots_txt(datasette):
     config = plugin_config(datasette)
-    base = datasette.urls.database(config["database"])
+    name = config["database"]
+    # the database's path even while it is not there (not uploaded yet)
+    base = datasette.urls.database(name) if name in datasette.databases else datasette.urls.path(name)
     lines = ["User-agent: *"]
     for path in config["robots_disallow"]:
         lines.append(f"Disallow: {base}{path}")

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# usage: scripts/upload.sh DB INSPECT [--app APP] [--machine ID]
+# Puts a built database and its inspect file on the volume of every machine of
+# the Fly app (default: fly.toml's app), or of one (--machine), with no
+# downtime: each file goes to a temporary name beside the served one, its
+# sha256 is checked on the machine against the local file, and only when every
+# machine has both files intact are they renamed into place (a rename on one
+# filesystem: a reader never sees half a file) and the machines restarted one
+# at a time. Until its restart a machine keeps serving the previous database.
+set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FLYCTL=${FLYCTL:-flyctl}
+PY=${UPLOAD_PYTHON:-$(command -v python3 || true)}
+HEALTH_TRIES=${UPLOAD_HEALTH_TRIES:-10}   # after a restart, 3 s apart
+
+# Where the deployed server reads them (scripts/deploy.sh writes this into the
+# plugin configuration): the database name is fixed, whatever DB is called here.
+DATABASE=laion-aesthetic-6pls
+REMOTE_DIR=/data/laion
+REMOTE_DB=$REMOTE_DIR/$DATABASE.db
+REMOTE_INSPECT=$REMOTE_DIR/inspect.json
+SUFFIX=.uploading   # temporary names: same directory, so same filesystem
+
+usage() { sed -n '2p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+bad_usage() { echo "error: $*" >&2; usage; exit 2; }
+step() { echo "==> $*" >&2; }
+
+APP=$(sed -n 's/^app[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$ROOT/fly.toml" | head -n 1)
+ONLY_MACHINE=
+positional=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --app|--machine)
+            [[ $# -ge 2 && -n "$2" ]] || bad_usage "$1 needs a value"
+            if [[ "$1" == --app ]]; then APP=$2; else ONLY_MACHINE=$2; fi
+            shift 2 ;;
+        -*) bad_usage "unknown option: $1" ;;
+        *) positional+=("$1"); shift ;;
+    esac
+done
+[[ ${#positional[@]} -eq 2 ]] || bad_usage "expected DB and INSPECT, got ${#positional[@]} argument(s)"
+DB=${positional[0]}
+INSPECT=${positional[1]}
+[[ "$APP" =~ ^[a-z0-9][a-z0-9-]*$ ]] || bad_usage "--app: '$APP' is not a Fly app name"
+[[ -z "$ONLY_MACHINE" || "$ONLY_MACHINE" =~ ^[a-z0-9]+$ ]] || bad_usage "--machine: '$ONLY_MACHINE' is not a machine id"
+
+# 1. Local checks, before anything touches Fly.
+[[ -f "$DB" ]] || die "$DB: no such file"
+[[ -f "$INSPECT" ]] || die "$INSPECT: no such file"
+[[ "$(head -c 15 "$DB")" == "SQLite format 3" ]] || die "$DB is not an SQLite database"
+[[ -n "$PY" ]] || die "python3 not found (needed to read JSON)"
+sha256() {
+    if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1
+    else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+step "sha256 of $DB and $INSPECT"
+DB_SHA=$(sha256 "$DB")
+INSPECT_SHA=$(sha256 "$INSPECT")
+DB_SIZE=$(wc -c < "$DB" | tr -d ' ')
+INSPECT_SIZE=$(wc -c < "$INSPECT" | tr -d ' ')
+# The inspect file must describe this very file, under the name the server
+# looks it up by; otherwise every page would count 12M rows again.
+"$PY" - "$INSPECT" "$DATABASE" "$DB_SHA" "$DB_SIZE" "$DB" <<'PY' || exit 1
+import json, sys
+path, name, sha, size, db = sys.argv[1:]
+try:
+    data = json.load(open(path))
+except ValueError as ex:
+    sys.exit(f"error: {path} is not an inspect file: {ex}")
+entry = data.get(name) if isinstance(data, dict) else None
+if not isinstance(entry, dict) or "tables" not in entry:
+    found = ", ".join(sorted(data)) if isinstance(data, dict) else "nothing"
+    sys.exit(f"error: {path} has no entry for database {name!r} (it has: {found}); "
+             f"build the database as {name}.db so that its inspect file is keyed by that name")
+if entry.get("hash") not in (None, sha) or entry.get("size") not in (None, int(size)):
+    sys.exit(f"error: {path} was written for another database file than {db} "
+             f"(its hash/size: {entry.get('hash')}/{entry.get('size')}, the file's: {sha}/{size})")
+PY
+
+# 2. The machines.
+command -v "$FLYCTL" >/dev/null || die "$FLYCTL not found: install it (https://fly.io/docs/flyctl/install/) or set FLYCTL"
+machines_json=$("$FLYCTL" machine list --app "$APP" --json) || die "could not list the machines of app $APP"
+mapfile -t MACHINES < <("$PY" -c 'import json, sys
+for m in json.load(sys.stdin) or []:
+    if m.get("state") not in ("destroyed", "destroying"):
+        print(m["id"])' <<<"$machines_json")
+if [[ -n "$ONLY_MACHINE" ]]; then
+    printf '%s\n' "${MACHINES[@]}" | grep -qxF "$ONLY_MACHINE" || die "app $APP has no machine $ONLY_MACHINE"
+    MACHINES=("$ONLY_MACHINE")
+fi
+[[ ${#MACHINES[@]} -gt 0 ]] || die "app $APP has no machines: deploy it first (scripts/deploy.sh --app $APP)"
+
+ssh_run() {  # ssh_run MACHINE COMMAND: run COMMAND (no shell unless it says sh -c) on MACHINE
+    "$FLYCTL" ssh console --app "$APP" --machine "$1" --quiet -C "$2" | tr -d '\r'
+}
+
+clean_up() {  # remove the temporary files on MACHINE (best effort)
+    ssh_run "$1" "rm -f $REMOTE_DB$SUFFIX $REMOTE_INSPECT$SUFFIX" >/dev/null 2>&1 || true
+}
+
+# 3. Upload to temporary names and check, machine by machine. Nothing served
+#    changes in this phase; a failure leaves every machine as it was.
+need_kb=$(( (DB_SIZE + INSPECT_SIZE) / 1024 + 1024 ))
+for machine in "${MACHINES[@]}"; do
+    step "$machine: preparing $REMOTE_DIR"
+    ssh_run "$machine" "mkdir -p $REMOTE_DIR" >/dev/null || die "$machine: could not create $REMOTE_DIR (is the volume mounted at /data?)"
+    # Leftovers of an interrupted upload (sftp put does not overwrite).
+    ssh_run "$machine" "rm -f $REMOTE_DB$SUFFIX $REMOTE_INSPECT$SUFFIX" >/dev/null || die "$machine: could not remove old temporary files"
+    free_kb=$(ssh_run "$machine" "df -Pk $REMOTE_DIR" | awk 'NR > 1 && $4 ~ /^[0-9]+$/ { kb = $4 } END { print kb }') \
+        || die "$machine: could not read the free space of the volume"
+    [[ -n "$free_kb" ]] || die "$machine: could not read the free space of the volume"
+    if (( free_kb < need_kb )); then
+        die "$machine: not enough room on the volume: $((free_kb / 1024)) MB free, $((need_kb / 1024)) MB needed (the new files are uploaded beside the served ones). Extend it: $FLYCTL volumes extend VOLUME_ID --size GB --app $APP"
+    fi
+    for pair in "$DB:$REMOTE_DB$SUFFIX" "$INSPECT:$REMOTE_INSPECT$SUFFIX"; do
+        step "$machine: uploading ${pair%%:*} to ${pair##*:}"
+        "$FLYCTL" ssh sftp put "${pair%%:*}" "${pair##*:}" --app "$APP" --machine "$machine" >&2 \
+            || { clean_up "$machine"; die "$machine: upload of ${pair%%:*} failed; nothing was moved, the site serves the previous database. Run this again."; }
+    done
+    step "$machine: checking sha256"
+    sums=$(ssh_run "$machine" "sha256sum $REMOTE_DB$SUFFIX $REMOTE_INSPECT$SUFFIX") \
+        || { clean_up "$machine"; die "$machine: could not compute sha256 of the uploaded files"; }
+    for pair in "$REMOTE_DB$SUFFIX:$DB_SHA" "$REMOTE_INSPECT$SUFFIX:$INSPECT_SHA"; do
+        remote=${pair%%:*}
+        want=${pair##*:}
+        got=$(awk -v f="$remote" '$2 == f { print $1 }' <<<"$sums")
+        if [[ "$got" != "$want" ]]; then
+            clean_up "$machine"
+            die "$machine: sha256 of $remote is ${got:-missing}, expected $want: the upload is corrupt. Nothing was moved; the site serves the previous database. Run this again."
+        fi
+    done
+done
+
+# 4. Switch and restart, one machine at a time, so that with several machines
+#    the others serve while one restarts. Two renames in one command, inspect
+#    file first: the running server read its inspect file at start-up and
+#    reads the new database only after the restart that follows.
+for machine in "${MACHINES[@]}"; do
+    step "$machine: moving the new files into place"
+    ssh_run "$machine" "sh -c 'mv -f $REMOTE_INSPECT$SUFFIX $REMOTE_INSPECT && mv -f $REMOTE_DB$SUFFIX $REMOTE_DB'" >/dev/null \
+        || die "$machine: could not move the uploaded files into place (they are still at $REMOTE_DIR/*$SUFFIX)"
+    step "$machine: restarting"
+    "$FLYCTL" machine restart "$machine" --app "$APP" >&2 || die "$machine: restart failed; the new database is in place and is served from the next start"
+    status=
+    for (( try = 1; try <= HEALTH_TRIES; try++ )); do
+        health=$(ssh_run "$machine" "python -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8080/-/laion/health\", timeout=10).read().decode())'" 2>/dev/null || true)
+        status=$("$PY" -c 'import json, sys
+try:
+    print(json.loads(sys.stdin.read().strip().splitlines()[-1]).get("status", ""))
+except Exception:
+    print("")' <<<"$health")
+        [[ "$status" == ready ]] && break
+        (( try < HEALTH_TRIES )) && sleep 3
+    done
+    [[ "$status" == ready ]] || die "$machine: restarted but does not serve the database (health status: ${status:-no answer}); look at '$FLYCTL logs --app $APP'"
+    step "$machine: serving the new database"
+done
+echo "Uploaded $DB (sha256 $DB_SHA) to ${#MACHINES[@]} machine(s) of $APP." >&2
