@@ -105,7 +105,10 @@ clean_up() {  # remove the temporary files on MACHINE (best effort)
 
 # 3. Upload to temporary names and check, machine by machine. Nothing served
 #    changes in this phase; a failure leaves every machine as it was.
-need_kb=$(( (DB_SIZE + INSPECT_SIZE) / 1024 + 1024 ))
+LOCAL=("$DB" "$INSPECT")
+TEMP=("$REMOTE_DB$SUFFIX" "$REMOTE_INSPECT$SUFFIX")
+SHA=("$DB_SHA" "$INSPECT_SHA")
+need_kb=$(( (DB_SIZE + INSPECT_SIZE) / 1024 + 1024 ))   # the two files and 1 MB to spare
 for machine in "${MACHINES[@]}"; do
     step "$machine: preparing $REMOTE_DIR"
     ssh_run "$machine" "mkdir -p $REMOTE_DIR" >/dev/null || die "$machine: could not create $REMOTE_DIR (is the volume mounted at /data?)"
@@ -117,21 +120,19 @@ for machine in "${MACHINES[@]}"; do
     if (( free_kb < need_kb )); then
         die "$machine: not enough room on the volume: $((free_kb / 1024)) MB free, $((need_kb / 1024)) MB needed (the new files are uploaded beside the served ones). Extend it: $FLYCTL volumes extend VOLUME_ID --size GB --app $APP"
     fi
-    for pair in "$DB:$REMOTE_DB$SUFFIX" "$INSPECT:$REMOTE_INSPECT$SUFFIX"; do
-        step "$machine: uploading ${pair%%:*} to ${pair##*:}"
-        "$FLYCTL" ssh sftp put "${pair%%:*}" "${pair##*:}" --app "$APP" --machine "$machine" >&2 \
-            || { clean_up "$machine"; die "$machine: upload of ${pair%%:*} failed; nothing was moved, the site serves the previous database. Run this again."; }
+    for i in 0 1; do
+        step "$machine: uploading ${LOCAL[i]} to ${TEMP[i]}"
+        "$FLYCTL" ssh sftp put "${LOCAL[i]}" "${TEMP[i]}" --app "$APP" --machine "$machine" >&2 \
+            || { clean_up "$machine"; die "$machine: upload of ${LOCAL[i]} failed; nothing was moved, the site serves the previous database. Run this again."; }
     done
     step "$machine: checking sha256"
     sums=$(ssh_run "$machine" "sha256sum $REMOTE_DB$SUFFIX $REMOTE_INSPECT$SUFFIX") \
         || { clean_up "$machine"; die "$machine: could not compute sha256 of the uploaded files"; }
-    for pair in "$REMOTE_DB$SUFFIX:$DB_SHA" "$REMOTE_INSPECT$SUFFIX:$INSPECT_SHA"; do
-        remote=${pair%%:*}
-        want=${pair##*:}
-        got=$(awk -v f="$remote" '$2 == f { print $1 }' <<<"$sums")
-        if [[ "$got" != "$want" ]]; then
+    for i in 0 1; do
+        got=$(awk -v f="${TEMP[i]}" '$2 == f { print $1 }' <<<"$sums")
+        if [[ "$got" != "${SHA[i]}" ]]; then
             clean_up "$machine"
-            die "$machine: sha256 of $remote is ${got:-missing}, expected $want: the upload is corrupt. Nothing was moved; the site serves the previous database. Run this again."
+            die "$machine: sha256 of ${TEMP[i]} is ${got:-missing}, expected ${SHA[i]}: the upload is corrupt. Nothing was moved; the site serves the previous database. Run this again."
         fi
     done
 done
@@ -154,8 +155,8 @@ try:
     print(json.loads(sys.stdin.read().strip().splitlines()[-1]).get("status", ""))
 except Exception:
     print("")' <<<"$health")
-        [[ "$status" == ready ]] && break
-        (( try < HEALTH_TRIES )) && sleep 3
+        if [[ "$status" == ready ]]; then break; fi
+        if (( try < HEALTH_TRIES )); then sleep 3; fi
     done
     [[ "$status" == ready ]] || die "$machine: restarted but does not serve the database (health status: ${status:-no answer}); look at '$FLYCTL logs --app $APP'"
     step "$machine: serving the new database"
