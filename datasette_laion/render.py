@@ -5,7 +5,7 @@ become a link or an image source.
 """
 from urllib.parse import urlsplit
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 # Scores shown rounded in HTML (JSON keeps full precision).
 ROUNDED_COLUMNS = {"similarity", "punsafe", "pwatermark", "aesthetic"}
@@ -43,32 +43,34 @@ def _row_value(row, key):
 def thumbnail(url, caption, punsafe, threshold):
     """A lazy thumbnail linked to the image; hidden behind a click when the
     row's punsafe is at or above ``threshold``, or unknown."""
+    # escape() on every value from the data; Markup() once on the result.
     safe = safe_image_url(url)
     if safe is None:
-        return Markup('<span class="laion-url-text">{}</span>').format(url)
-    alt = caption if isinstance(caption, str) else ""
+        return Markup(f'<span class="laion-url-text">{escape(url)}</span>')
+    src = escape(safe)
+    alt = escape(caption) if isinstance(caption, str) else ""
     if isinstance(punsafe, (int, float)) and punsafe < threshold:
         return Markup(
-            '<a class="laion-thumb" href="{url}" target="_blank" rel="noopener noreferrer nofollow" '
-            'referrerpolicy="no-referrer"><img src="{url}" alt="{alt}" loading="lazy" '
-            'referrerpolicy="no-referrer" decoding="async"></a>'
-        ).format(url=safe, alt=alt)
+            f'<a class="laion-thumb" href="{src}" target="_blank" rel="noopener noreferrer nofollow" '
+            f'referrerpolicy="no-referrer"><img src="{src}" alt="{alt}" loading="lazy" '
+            f'referrerpolicy="no-referrer" decoding="async"></a>'
+        )
     if isinstance(punsafe, (int, float)):
-        label = Markup("Possibly unsafe (punsafe {:.2f}): show").format(punsafe)
+        label = f"Possibly unsafe (punsafe {punsafe:.2f}): show"
     else:
-        label = Markup("Safety score unknown: show")
+        label = "Safety score unknown: show"
     return Markup(
-        '<span class="laion-thumb laion-hidden" data-src="{url}" data-alt="{alt}">'
-        '<button type="button" class="laion-reveal">{label}</button></span>'
-    ).format(url=safe, alt=alt, label=label)
+        f'<span class="laion-thumb laion-hidden" data-src="{src}" data-alt="{alt}">'
+        f'<button type="button" class="laion-reveal">{label}</button></span>'
+    )
 
 
 def rounded(value):
     if isinstance(value, bool) or not isinstance(value, float):
         return None
     if value != 0 and abs(value) < 0.001:
-        return Markup('<span title="{}">&lt;0.001</span>').format(repr(value))
-    return Markup('<span title="{}">{:.3f}</span>').format(repr(value), value)
+        return Markup(f'<span title="{value!r}">&lt;0.001</span>')
+    return Markup(f'<span title="{value!r}">{value:.3f}</span>')
 
 
 def render_cell(row, value, column, table, config):
