@@ -44,7 +44,7 @@ from .version import __version__
 from .exclude import load_exclusions
 from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hash
 from .names import NamesError, load_names
-from .source import CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
+from .source import CONVERTERS, CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 250_000
@@ -75,6 +75,7 @@ class BuildResult:
     rows: int
     source_rows: int
     domains: int
+    registered_domains: int
     rows_without_domain: int
     excluded: int
     exclusions: list
@@ -780,6 +781,7 @@ class _Builder:
             rows=self.rows,
             source_rows=self.source_rows,
             domains=len(self.domain_rows),
+            registered_domains=len(self.registered_rows),
             rows_without_domain=self.rows_without_domain,
             excluded=self.excluded,
             exclusions=self.exclusions.summary(),
@@ -792,8 +794,6 @@ class _Builder:
 
 def normalise_column(batch, source, column):
     """One normalised column of a batch read with ``columns=[column]``."""
-    from .source import CONVERTERS
-
     array = batch.column(source.columns[column])
     if pa.types.is_null(array.type):
         return pa.nulls(len(array), pa.float64())

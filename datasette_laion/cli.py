@@ -105,7 +105,8 @@ def format_summary(result):
         f"  images:      {result.rows:,} rows from {result.source_rows:,} parquet rows",
         f"  excluded:    {result.excluded:,} rows"
         + "".join(f"\n    {e['name']}: {e['rows_excluded']:,} rows ({e['urls']:,} URLs, {e['hashes']:,} hashes)" for e in result.exclusions),
-        f"  domains:     {result.domains:,} ({result.rows_without_domain:,} rows have no host)",
+        f"  domains:     {result.domains:,} hosts, {result.registered_domains:,} registered domains "
+        f"({result.rows_without_domain:,} rows have no host)",
     ]
     for table, count in result.names.items():
         lines.append(f"  {table + ':':<13}{count:,} names")
@@ -136,7 +137,7 @@ def _find_inspect_file(db, inspect_file):
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as ex:
-        raise click.ClickException(f"{path}: not a readable inspect file ({ex})")
+        raise click.ClickException(f"{path}: not a readable inspect file ({ex})") from None
     name = build_module.database_name(db)
     if name not in data:
         click.echo(f"Note: {path} has no entry for database {name!r}; counts will be computed.", err=True)
@@ -206,7 +207,7 @@ def ensure_demo_database(directory, rows, rebuild=False, progress=True):
     try:
         result = build_module.build(db, [parquet_dir], progress=progress)
     except build_module.BuildError as ex:
-        raise click.ClickException(str(ex))
+        raise click.ClickException(str(ex)) from None
     if progress:
         click.echo(format_summary(result), err=True)
     marker.write_text(json.dumps(wanted))

@@ -242,6 +242,11 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
         exact = counted <= COUNT_CAP and scanned < FILTER_SCAN_CAP
         if counted <= COUNT_CAP and scanned >= FILTER_SCAN_CAP:
             notes.append(f"Counted among the first {FILTER_SCAN_CAP:,} matches of the search only.")
+    elif not where:
+        # Nothing to check in images: count in the index alone.
+        count_sql = f"select count(*) from ({matches_from} limit {COUNT_CAP + 1})"
+        counted = (await execute(count_sql)).rows[0][0]
+        count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
     else:
         count_sql = (
             f"select count(*) from (select m.rowid from ({matches_from}) m join images i on i.rowid = m.rowid"

@@ -1,6 +1,5 @@
 """The site: rendering, safe mode, escaping, canned queries, pages."""
 import re
-import sqlite3
 
 import pytest
 from markupsafe import Markup
