@@ -84,6 +84,8 @@ PY
 
 # 2. The machines.
 command -v "$FLYCTL" >/dev/null || die "$FLYCTL not found: install it (https://fly.io/docs/flyctl/install/) or set FLYCTL"
+"$FLYCTL" ssh sftp put --help >/dev/null 2>&1 \
+    || die "this $FLYCTL has no 'ssh sftp put' (only recent versions have it): run '$FLYCTL version upgrade'"
 machines_json=$("$FLYCTL" machine list --app "$APP" --json) || die "could not list the machines of app $APP"
 mapfile -t MACHINES < <("$PY" -c 'import json, sys
 for m in json.load(sys.stdin) or []:

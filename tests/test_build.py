@@ -230,3 +230,36 @@ def test_build_figures(db, parquet):
     assert info["pwatermark_over_0_8"] == sum(1 for p in parquet if p["pwatermark"] > 0.8)
     assert info["null_captions"] == sum(1 for p in parquet if p["TEXT"] is None)
     assert info["rows_without_domain"] == sum(1 for p in parquet if _host(p["URL"]) is None)
+
+
+def test_empty_input_builds_an_empty_database(tmp_path):
+    from datasette_laion import sample
+
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(sample.SCHEMA.empty_table(), empty)
+    result = build.build(tmp_path / "out.db", [empty], progress=False)
+    assert result.rows == 0 and result.domains == 0
+    conn = sqlite3.connect(tmp_path / "out.db")
+    assert conn.execute("select count(*) from images_fts where images_fts match 'dog'").fetchone()[0] == 0
+    assert conn.execute("select max(image_counts) from artists").fetchone()[0] == 0
+
+
+def test_one_worker_and_two_workers_build_the_same_rows(tmp_path, parquet_dir):
+    """Row groups of one file shared between two partition workers give
+    exactly the rows, rowids and domain ids of a single worker."""
+    table = pq.read_table(parquet_dir)
+    single = tmp_path / "single.parquet"
+    pq.write_table(table, single, row_group_size=700)  # many row groups
+    dumps = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.db"
+        build.build(out, [single], progress=False, workers=workers, sort_rows=3000, batch_size=500)
+        conn = sqlite3.connect(out)
+        dumps.append((
+            conn.execute("select rowid, url, text, aesthetic, hash, domain_id, url_hash from images order by rowid").fetchall(),
+            conn.execute("select * from domain order by id").fetchall(),
+            conn.execute("select * from registered_domain order by id").fetchall(),
+        ))
+        conn.close()
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == table.num_rows

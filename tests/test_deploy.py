@@ -498,7 +498,7 @@ def test_upload_puts_checks_moves_restarts(fly, built):
     c = upload_calls(MACHINE)
     argvs = fly.argvs()
     assert argvs[:-1] == (
-        [["machine", "list", "--app", APP, "--json"]]
+        [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
         + c["prepare"] + c["put"](built.path, built.inspect_path) + c["check"] + c["switch"]
     )
     assert "/-/laion/health" in argvs[-1][-1]  # it serves the new database after the restart
@@ -538,7 +538,7 @@ def test_upload_to_several_machines_switches_only_when_all_have_it(fly, built):
     argvs = [argv for argv in fly.argvs() if "/-/laion/health" not in argv[-1]]
     first, second = (upload_calls(m) for m in machines)
     assert argvs == (
-        [["machine", "list", "--app", APP, "--json"]]
+        [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
         + first["prepare"] + first["put"](built.path, built.inspect_path) + first["check"]
         + second["prepare"] + second["put"](built.path, built.inspect_path) + second["check"]
         + first["switch"] + second["switch"]
@@ -555,6 +555,14 @@ def test_upload_removes_leftovers_of_an_interrupted_upload(fly, built):
     result = run("upload.sh", built.path, built.inspect_path, "--app", APP, env=fly.env)
     assert result.returncode == 0, result.stderr
     assert sha256(leftovers / f"{DB_NAME}.db") == sha256(built.path)
+
+
+def test_upload_needs_a_flyctl_with_sftp_put(fly, built):
+    one_machine(fly)
+    result = run("upload.sh", built.path, built.inspect_path, "--app", APP, env={**fly.env, "FAKE_FLY_OLD": "1"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "error: this flyctl has no 'ssh sftp put' (only recent versions have it): run 'flyctl version upgrade'"
+    assert fly.argvs() == [["ssh", "sftp", "put", "--help"]]
 
 
 def test_upload_needs_a_machine(fly, built):
