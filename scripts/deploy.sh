@@ -73,7 +73,8 @@ generate() {
     mkdir -p "$WORK/src" "$WORK/wheels"
     tar -C "$ROOT" -cf - --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
         --exclude='*.egg-info' --exclude=__pycache__ --exclude=./.pytest_cache --exclude=./.hypothesis \
-        --exclude=./.ruff_cache --exclude='*.db' --exclude='*.parquet' . | tar -C "$WORK/src" -xf -
+        --exclude=./.ruff_cache --exclude=./data --exclude='*.db' --exclude='*.parquet' --exclude='*.part' . \
+        | tar -C "$WORK/src" -xf -
     local isolation=(--no-build-isolation)
     # The build backend comes from the environment when it is recent enough
     # (no network needed), otherwise pip fetches it as pyproject.toml asks.

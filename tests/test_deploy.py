@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -28,11 +27,15 @@ from datasette.utils import value_as_boolean
 
 from datasette_laion import site
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: only the fly.toml tests need it
+    tomllib = None
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 FAKES = Path(__file__).resolve().parent / "fakes"
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-VERSION = PYPROJECT["project"]["version"]
+VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
 DB_NAME = site.DATABASE_NAME
 SECRET_RE = re.compile(rb"DATASETTE_SECRET|\b[0-9a-f]{64}\b")
 
@@ -57,7 +60,7 @@ def run(script, *args, env=None, input=None, timeout=120):
     return subprocess.run(
         [str(SCRIPTS / script), *map(str, args)], capture_output=True, text=True,
         env={**os.environ, "PATH": BASE_PATH, "DEPLOY_PYTHON": sys.executable, **(env or {})},
-        input=input, timeout=timeout,
+        input=input, timeout=timeout, check=False,
     )
 
 
@@ -77,8 +80,14 @@ def dockerfile_cmd(directory):
 
 # -- fly.toml ---------------------------------------------------------------
 
+def toml(path):
+    if tomllib is None:
+        pytest.skip("reading TOML needs Python 3.11 (tomllib)")
+    return tomllib.loads(Path(path).read_text())
+
+
 def test_fly_toml_is_the_machines_format():
-    config = tomllib.loads((ROOT / "fly.toml").read_text())
+    config = toml(ROOT / "fly.toml")
     assert config["app"] and config["primary_region"]
     assert "services" not in config  # the old format `datasette publish fly` writes
     assert config["mounts"]["destination"] == "/data"
@@ -202,8 +211,11 @@ def test_plugin_is_installed_from_the_shipped_wheel(dry_run, wheel):
         [metadata_name] = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = zf.read(metadata_name).decode()
         assert f"\nVersion: {VERSION}\n" in metadata
-        for path in sorted((ROOT / "datasette_laion").glob("*.py")):
-            assert zf.read(f"datasette_laion/{path.name}") == path.read_bytes(), path.name
+        package = ROOT / "datasette_laion"
+        for pattern in ("*.py", "templates/*.html", "static/*", "data/*.csv"):
+            for path in sorted(package.glob(pattern)):
+                name = path.relative_to(package).as_posix()
+                assert zf.read(f"datasette_laion/{name}") == path.read_bytes(), name
         assert json.loads(zf.read("datasette_laion/settings.json")) == site.settings()
     # the same dependency versions as here
     constraints = (dry_run / "constraints.txt").read_text().splitlines()
@@ -232,7 +244,7 @@ def test_project_fly_toml_is_deployed(dry_run):
     assert {b.split("#")[0].strip() for a, b in changed} == {
         'app = "laion-test"', 'primary_region = "ams"', 'source = "laion_test"', 'initial_size = "20gb"',
     }
-    config = tomllib.loads((dry_run / "fly.toml").read_text())
+    config = toml(dry_run / "fly.toml")
     assert config["build"]["dockerfile"] == "Dockerfile"
 
 
@@ -292,8 +304,9 @@ def start_deployed_server(dry_run, wheel_site_packages, data_dir, workdir):
     argv = dockerfile_cmd(app)
     assert argv[:2] == ["exec", "datasette"]
     argv = datasette + [{"$PORT": str(port), "0.0.0.0": "127.0.0.1"}.get(a, a) for a in argv[2:]]
-    log = open(workdir / "server.log", "w+")
-    process = subprocess.Popen(argv, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = workdir / "server.log"
+    with open(log, "w") as out:  # the server keeps its own copy of the descriptor
+        process = subprocess.Popen(argv, cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -303,8 +316,7 @@ def start_deployed_server(dry_run, wheel_site_packages, data_dir, workdir):
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                log.seek(0)
-                pytest.fail("server did not start:\n" + log.read())
+                pytest.fail("server did not start:\n" + log.read_text())
             time.sleep(0.1)
     return process, base
 
@@ -407,7 +419,7 @@ def fly(tmp_path):
     return FakeFly(tmp_path)
 
 
-def test_deploy_creates_app_volume_secret_then_deploys(fly):
+def test_deploy_creates_app_volume_secret_then_deploys(fly, dry_run):
     result = run("deploy.sh", "--app", "laion-test", "--region", "ams", env=fly.env)
     assert result.returncode == 0, result.stderr
     calls = fly.calls()
@@ -428,13 +440,18 @@ def test_deploy_creates_app_volume_secret_then_deploys(fly):
     # what was deployed: the project's fly.toml, and the secret in no file
     deployed = fly.state_dir / "deployed"
     assert sorted(p.name for p in deployed.iterdir()) == ["Dockerfile", "constraints.txt", "fly.toml", "metadata.json", "wheels"]
-    toml = (ROOT / "fly.toml").read_text().replace('app = "datasette-laion"', 'app = "laion-test"')
-    toml = re.sub(r'^primary_region = "[a-z]+"', 'primary_region = "ams"', toml, flags=re.M)
-    assert (deployed / "fly.toml").read_text() == toml
+    expected = re.sub(r'^app = "[^"]*"', 'app = "laion-test"', (ROOT / "fly.toml").read_text(), flags=re.MULTILINE)
+    expected = re.sub(r'^primary_region = "[^"]*"', 'primary_region = "ams"', expected, flags=re.MULTILINE)
+    assert (deployed / "fly.toml").read_text() == expected
     for path in deployed.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes() and b"DATASETTE_SECRET" not in path.read_bytes(), path
     assert not Path(deploy_dir).exists(), "the temporary deployment directory is left behind"
+    # the same deployment as --dry-run writes (but for the wheel's build time)
+    dry_run_dockerfile = (dry_run / "Dockerfile").read_text()
+    assert re.sub(r"sha256 [0-9a-f]{12}", "", (deployed / "Dockerfile").read_text()) == re.sub(
+        r"sha256 [0-9a-f]{12}", "", dry_run_dockerfile)
+    assert (deployed / "metadata.json").read_text() == (dry_run / "metadata.json").read_text()
 
     # Deploying again changes nothing but the code: same app, volume and secret.
     result = run("deploy.sh", "--app", "laion-test", "--region", "ams", env=fly.env)
@@ -442,6 +459,28 @@ def test_deploy_creates_app_volume_secret_then_deploys(fly):
     again = [argv[:2] for argv in fly.argvs()[len(calls):]]
     assert again == [["auth", "whoami"], ["status", "--app"], ["volumes", "list"], ["secrets", "list"], ["deploy", again[-1][1]]]
     assert fly.state["secrets"]["laion-test"]["DATASETTE_SECRET"] == secret
+
+
+def test_plain_publish_fly_is_why_deploy_sh_does_not_use_it(fly):
+    """What `datasette publish fly` (1.4) does on its own, against the same
+    fake: the calls it makes, and the defects of what it deploys."""
+    result = subprocess.run(
+        [sys.executable, "-m", "datasette", "publish", "fly", "--app", "laion-test", "--region", "ams",
+         "--extra-options", "--cors", "--setting", "sql_time_limit_ms", "1500"],
+        capture_output=True, text=True, env={**os.environ, **fly.env}, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    argvs = fly.argvs()
+    assert [argv[:2] for argv in argvs] == [
+        ["auth", "token"], ["status", "--app"], ["apps", "create"], ["volumes", "list"], ["deploy", "."],
+    ]
+    assert argvs[-1] == ["deploy", ".", "--app", "laion-test", "--config", "fly.toml", "--remote-only"]
+    deployed = fly.state_dir / "deployed"
+    dockerfile = (deployed / "Dockerfile").read_text()
+    assert "ENV DATASETTE_SECRET '" in dockerfile  # the secret, in the image
+    assert "--cors--setting" in dockerfile  # a setting glued to --extra-options
+    toml = (deployed / "fly.toml").read_text()
+    assert "[[services.tcp_checks]]" in toml and "http_service" not in toml  # the old format, a TCP check
 
 
 def test_deploy_needs_a_login(fly):
@@ -462,10 +501,6 @@ def one_machine(fly, *machines):
         volumes=[{"id": f"vol_{i}", "name": "laion_data", "app": APP, "region": "ams", "size_gb": 12} for i, _ in enumerate(machines)],
         machines=[{"id": m, "app": APP, "region": "ams", "volume": f"vol_{i}"} for i, m in enumerate(machines)],
     )
-
-
-def temp(name):
-    return f"/data/laion/{name}.uploading"
 
 
 def upload_calls(machine):
@@ -575,10 +610,10 @@ def test_upload_needs_a_machine(fly, built):
 @pytest.mark.parametrize("case,code,message", [
     ("missing db", 1, "error: {db}: no such file"),
     ("not sqlite", 1, "error: {db} is not an SQLite database"),
-    ("other key", 1, "error: {inspect} has no entry for database 'laion-aesthetic-6pls' (it has: other); "
-                     "build the database as laion-aesthetic-6pls.db so that its inspect file is keyed by that name"),
-    ("other file", 1, "error: {inspect} was written for another database file than {db} "
-                      "(its hash/size: {bad}/{size}, the file's: {sha}/{size})"),
+    ("other key", 1, ("error: {inspect} has no entry for database 'laion-aesthetic-6pls' (it has: other); "
+                      "build the database as laion-aesthetic-6pls.db so that its inspect file is keyed by that name")),
+    ("other file", 1, ("error: {inspect} was written for another database file than {db} "
+                       "(its hash/size: {bad}/{size}, the file's: {sha}/{size})")),
     ("one argument", 2, "error: expected DB and INSPECT, got 1 argument(s)"),
 ])
 def test_upload_checks_its_files_before_calling_fly(fly, built, tmp_path, case, code, message):
@@ -749,7 +784,7 @@ def test_fetch_from_a_hugging_face_endpoint_resumes_and_checks_lfs_sha256(tmp_pa
     server = mirror(hugging_face_routes(files, "6.5plus"))
     dest = tmp_path / "dest"
     dest.mkdir()
-    first = sorted(files)[0]
+    first = min(files)
     (dest / f"{first}.part").write_bytes(files[first][:25_000])  # a download that stopped half way
     result = run("fetch-data.sh", "--subset", "6.5plus", "--source", server.url, dest)
     assert result.returncode == 0, result.stderr
