@@ -6,7 +6,7 @@ database itself.
 """
 from datasette import hookimpl
 
-from . import config, functions, render, search_view, views
+from . import config, functions, pages, render, search_view, views
 from .version import __version__  # noqa: F401
 
 
@@ -61,6 +61,8 @@ def register_routes():
     return [
         (r"^/robots\.txt$", views.robots_txt),
         (r"^/-/laion/health$", views.health),
+        (r"^/-/laion/stats(?P<format>\.json)?$", pages.stats_page),
+        (r"^/-/laion/mywork(?P<format>\.json)?$", pages.mywork_page),
     ]
 
 

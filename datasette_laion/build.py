@@ -17,7 +17,8 @@ database as it was. Steps:
               a thread that builds the identical full-text index in a side
               database, so tokenizing runs on the second core;
 5. indexes, domain and names tables, then the full-text index is copied in;
-6. finish:    inspect data (exact counts, sha256), rename into place.
+6. finish:    statistics tables (stats.py; their figures come from the partition
+              pass), inspect data (exact counts, sha256), rename into place.
 """
 import dataclasses
 import datetime
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from . import sql
+from . import sql, stats
 from .version import __version__
 from .exclude import load_exclusions
 from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hash
@@ -211,6 +212,7 @@ def partition_part(spec, progress=None):
     schema = _spill_schema(extras)
     exclusions = load_exclusions(spec["exclude"])
     domains = DomainIds()
+    histograms = stats.Histograms()  # the statistics page's figures, in this pass
     writers, sizes = {}, {}
     loaded = {}
     excluded = 0
@@ -231,6 +233,7 @@ def partition_part(spec, progress=None):
                     batch = batch.filter(pa.array(keep))
                     positions = positions[keep]
                 if batch.num_rows:
+                    histograms.add(batch)
                     ids = domains.for_urls(batch.column("url"))
                     domains.count(ids)
                     keys = _sort_key(batch.column("aesthetic"))
@@ -270,6 +273,7 @@ def partition_part(spec, progress=None):
         "hosts": hosts,
         "counts": domains.counts[: len(hosts)].tolist(),
         "sizes": {str(b): n for b, n in sizes.items()},  # as JSON has them
+        "stats": histograms.state(),
     }
 
 
@@ -503,6 +507,7 @@ class _Builder:
         self.running = []
         self.workers = workers or max(1, min(2, os.cpu_count() or 1))
         self.inspect_tmp = None
+        self.checksums = None
 
     def run(self, inputs, names_dir, exclude):
         with self.steps.timed("check"):
@@ -543,6 +548,8 @@ class _Builder:
     def cleanup(self):
         for worker in self.running:
             worker.stop()
+        if self.checksums is not None:
+            self.checksums.stop()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -563,6 +570,7 @@ class _Builder:
         self.extras = merged_extras(self.sources)
         self.source_rows = sum(s.num_rows for s in self.sources)
         self.schema = _spill_schema(self.extras)
+        self.checksums = stats.Checksums([s.path for s in self.sources])  # on a thread, meanwhile
 
     # 2. scan: the score of every row, to cut the sort into buckets.
     def scan(self):
@@ -602,6 +610,7 @@ class _Builder:
                 self.loaded_per_source[int(source)] += count
         self.excluded = sum(r["excluded"] for r in results)
         self.null_text = sum(r["null_text"] for r in results)
+        self.stats = stats.merge(r["stats"] for r in results)
         for i, exclusion in enumerate(self.exclusions.lists):
             exclusion.rows_excluded = sum(r["exclusions"][i] for r in results)
         self.rows = sum(self.loaded_per_source)
@@ -735,6 +744,7 @@ class _Builder:
     # 6. finish: statistics for the planner, inspect data, rename into place.
     def finish(self):
         conn = self.conn
+        stats.write_stats(conn, self.stats, self.checksums.result())
         conn.execute("pragma analysis_limit = 1000")
         conn.execute("analyze")
         counts = {}

@@ -14,10 +14,13 @@ This module holds the request parsing and SQL; ``search_view`` renders it.
 import re
 from dataclasses import dataclass, field
 
+from datasette.database import QueryInterrupted
+
 COUNT_CAP = 10_000  # exact counts up to this many matches
 RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 FILTER_SCAN_CAP = 50_000  # matches examined to count a filtered search
 DOMAIN_SCAN_MAX = 20_000  # domains this small are searched from the domain side
+COUNT_TIME_LIMIT_MS = 300  # a count that takes longer is given up, and the page says so
 SEARCH_COLUMNS = [
     "url", "text", "width", "height", "similarity", "punsafe", "pwatermark",
     "aesthetic", "hash", "__index_level_0__", "domain_id", "url_hash",
@@ -202,9 +205,9 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     params["q"] = request.query
     notes = []
 
-    async def execute(sql, extra=None):
+    async def execute(sql, limit_ms=None):
         try:
-            return await db.execute(sql, {**params, **(extra or {})}, custom_time_limit=time_limit_ms)
+            return await db.execute(sql, params, custom_time_limit=limit_ms or time_limit_ms)
         except Exception as ex:  # FTS5 syntax errors come as OperationalError
             message = str(ex)
             if "fts5" in message or "syntax error" in message or "no such column" in message or "unterminated" in message:
@@ -230,55 +233,9 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     else:
         matches_from = f"select f.rowid as rowid from images_fts f where images_fts match :q{fts_sql}"
 
-    # Count: exact up to the cap.
-    if where and not domain_small:
-        count_sql = (
-            f"select count(*), (select count(*) from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
-            f" limit {FILTER_SCAN_CAP})) from (select 1 from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
-            f" limit {FILTER_SCAN_CAP}) m join images i on i.rowid = m.rowid where 1{filters_sql} limit {COUNT_CAP + 1})"
-        )
-        counted, scanned = (await execute(count_sql)).rows[0]
-        count = min(counted, COUNT_CAP)
-        exact = counted <= COUNT_CAP and scanned < FILTER_SCAN_CAP
-        if counted <= COUNT_CAP and scanned >= FILTER_SCAN_CAP:
-            notes.append(f"Counted among the first {FILTER_SCAN_CAP:,} matches of the search only.")
-    elif not where:
-        # Nothing to check in images: count in the index alone.
-        count_sql = f"select count(*) from ({matches_from} limit {COUNT_CAP + 1})"
-        counted = (await execute(count_sql)).rows[0][0]
-        count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
-    else:
-        count_sql = (
-            f"select count(*) from (select m.rowid from ({matches_from}) m join images i on i.rowid = m.rowid"
-            f" where 1{filters_sql} limit {COUNT_CAP + 1})"
-        )
-        counted = (await execute(count_sql)).rows[0][0]
-        count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
-
-    cheap = exact and count <= RESORT_CAP
-    order = "best first"
-    if (request.relevance or request.sort) and not cheap:
-        wanted = "relevance" if request.relevance else f"{request.sort}"
-        notes.append(
-            f"Sorted best first: sorting by {wanted} is offered for searches with at most {RESORT_CAP:,} matches; "
-            "narrow the search or add filters."
-        )
     limit = request.size + 1
-    if request.relevance and cheap:
-        order = "relevance"
-        sql = (
-            f"select {select} from (select f.rowid as rowid, bm25(images_fts) as score from images_fts f"
-            f" where images_fts match :q{fts_sql}) m join images i on i.rowid = m.rowid where 1{filters_sql}"
-            f" order by m.score, i.rowid limit {limit} offset {request.offset}"
-        )
-    elif request.sort and cheap:
-        order = f"{request.sort} {'descending' if request.sort_desc else 'ascending'}"
-        direction = "desc" if request.sort_desc else "asc"
-        sql = (
-            f"select {select} from ({matches_from}) m join images i on i.rowid = m.rowid where 1{filters_sql}"
-            f" order by i.[{request.sort}] {direction}, i.rowid limit {limit} offset {request.offset}"
-        )
-    else:
+
+    def best_first_sql():
         after = " and m.rowid > :after" if request.after is not None else ""
         if request.after is not None:
             params["after"] = request.after
@@ -294,7 +251,81 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
                 f"select {select} from images_fts f join images i on i.rowid = f.rowid"
                 f" where images_fts match :q{fts_sql}{after_fts}{filters_sql} order by f.rowid limit {limit}"
             )
-    rows = list((await execute(sql)).rows)
+        return sql
+
+    async def best_first_page():
+        return list((await execute(best_first_sql())).rows)
+
+    async def count_matches():
+        """(count, exact): exact up to the cap; notes a partial count."""
+        if where and not domain_small:
+            count_sql = (
+                f"select count(*), (select count(*) from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
+                f" limit {FILTER_SCAN_CAP})) from (select 1 from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
+                f" limit {FILTER_SCAN_CAP}) m join images i on i.rowid = m.rowid where 1{filters_sql} limit {COUNT_CAP + 1})"
+            )
+            counted, scanned = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0]
+            count = min(counted, COUNT_CAP)
+            exact = counted <= COUNT_CAP and scanned < FILTER_SCAN_CAP
+            if counted <= COUNT_CAP and scanned >= FILTER_SCAN_CAP:
+                notes.append(f"Counted among the first {FILTER_SCAN_CAP:,} matches of the search only.")
+        elif not where:
+            # Nothing to check in images: count in the index alone.
+            count_sql = f"select count(*) from ({matches_from} limit {COUNT_CAP + 1})"
+            counted = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
+            count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
+        else:
+            count_sql = (
+                f"select count(*) from (select m.rowid from ({matches_from}) m join images i on i.rowid = m.rowid"
+                f" where 1{filters_sql} limit {COUNT_CAP + 1})"
+            )
+            counted = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
+            count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
+        return count, exact
+
+    # The first page of a best-first search that fits on one page counts
+    # itself: one scan instead of two (a phrase of common words can be slow).
+    first_page_rows = None
+    if not (request.relevance or request.sort) and request.after is None:
+        first_page_rows = await best_first_page()
+    if first_page_rows is not None and len(first_page_rows) <= request.size:
+        count, exact = len(first_page_rows), True
+    else:
+        try:
+            count, exact = await count_matches()
+        except QueryInterrupted:
+            # e.g. a phrase of very common words that are rarely next to each
+            # other: every candidate has to be checked to count them.
+            count, exact = None, False
+            notes.append("These matches take too long to count; they are shown without a total.")
+    cheap = exact and count is not None and count <= RESORT_CAP
+    order = "best first"
+    if (request.relevance or request.sort) and not cheap:
+        wanted = "relevance" if request.relevance else f"{request.sort}"
+        notes.append(
+            f"Sorted best first: sorting by {wanted} is offered for searches with at most {RESORT_CAP:,} matches; "
+            "narrow the search or add filters."
+        )
+    if request.relevance and cheap:
+        order = "relevance"
+        sql = (
+            f"select {select} from (select f.rowid as rowid, bm25(images_fts) as score from images_fts f"
+            f" where images_fts match :q{fts_sql}) m join images i on i.rowid = m.rowid where 1{filters_sql}"
+            f" order by m.score, i.rowid limit {limit} offset {request.offset}"
+        )
+    elif request.sort and cheap:
+        order = f"{request.sort} {'descending' if request.sort_desc else 'ascending'}"
+        direction = "desc" if request.sort_desc else "asc"
+        sql = (
+            f"select {select} from ({matches_from}) m join images i on i.rowid = m.rowid where 1{filters_sql}"
+            f" order by i.[{request.sort}] {direction}, i.rowid limit {limit} offset {request.offset}"
+        )
+    else:
+        sql = best_first_sql()
+    if order == "best first" and first_page_rows is not None:
+        rows = first_page_rows
+    else:
+        rows = list((await execute(sql)).rows)
     next_token = None
     if len(rows) > request.size:
         rows = rows[: request.size]

@@ -44,6 +44,8 @@ def wants_search(datasette, scope):
 
 
 def _count_text(result):
+    if result.count is None:
+        return "Matches not counted"
     if result.count_exact:
         return f"{result.count:,} {'match' if result.count == 1 else 'matches'}"
     return f"{result.count:,}+ matches"
@@ -226,7 +228,7 @@ async def handle(datasette, scope, receive, send, database, fmt):
             "row_count": len(rows),
             "gallery_items": gallery,
             "gallery": parsed.gallery,
-            "count_text": _count_text(result) if result.count is not None else None,
+            "count_text": _count_text(result) if parsed.query else None,
             "notes": result.notes,
             "order": result.order,
             "next_url": next_url,

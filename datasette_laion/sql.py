@@ -78,7 +78,8 @@ create table source_files (
   name text,          -- file name
   rows integer,       -- rows in the file
   loaded integer,     -- rows loaded (rows - excluded)
-  bytes integer
+  bytes integer,
+  sha256 text         -- of the file (stats.Checksums)
 )
 """
 
@@ -100,6 +101,27 @@ create table build_info (
   value
 )
 """
+
+# Statistics for the statistics page (stats.py): figures over every row,
+# accumulated in the build's partition pass.
+CREATE_STATS_HISTOGRAM = """
+create table stats_histogram (
+  id integer primary key,   -- buckets of a metric in order
+  metric text not null,     -- aesthetic, punsafe, pwatermark, width, height, aspect_ratio, caption_length
+  bucket_start real,        -- value >= bucket_start (NULL: no lower bound)
+  bucket_end real,          -- value < bucket_end (NULL: no upper bound)
+  count integer not null    -- rows in the bucket
+)
+"""
+INSERT_STATS_HISTOGRAM = "insert into stats_histogram (metric, bucket_start, bucket_end, count) values (?, ?, ?, ?)"
+# <metric>.count / .missing / .min / .max / .mean, and rows over thresholds.
+CREATE_STATS_FIGURES = """
+create table stats_figures (
+  key text primary key,
+  value
+)
+"""
+INSERT_STATS_FIGURE = "insert into stats_figures (key, value) values (?, ?)"
 
 # The full-text index, exactly as `sqlite-utils enable-fts` makes it, so that
 # Datasette's table search finds it. It is filled by copying the segments of

@@ -254,3 +254,25 @@ async def test_plain_table_pages_stay_datasette(ds):
 )
 def test_fts_query_default_mode(text, expected):
     assert search.fts_query(text) == expected
+
+
+@pytest.mark.asyncio
+async def test_a_count_that_takes_too_long_is_given_up_not_failed(ds, monkeypatch):
+    from datasette.database import Database, QueryInterrupted
+
+    original = Database.execute
+
+    async def slow_counts(self, sql, *args, **kwargs):
+        if sql.startswith("select count(*)"):
+            raise QueryInterrupted(None, sql, {})
+        return await original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "execute", slow_counts)
+    body = (await ds.client.get(f"{DB}/images.json?_search=the&_size=3")).json()
+    assert len(body["rows"]) == 3 and body["filtered_table_rows_count"] is None
+    assert body["notes"] == ["These matches take too long to count; they are shown without a total."]
+    html = (await ds.client.get(f"{DB}/images?_search=the&_size=3")).text
+    assert "Matches not counted" in html and "take too long to count" in html
+    # a search that fits on one page counts itself, with no count query
+    body = (await ds.client.get(f"{DB}/images.json?_search=axolotl")).json()
+    assert body["filtered_table_rows_count_exact"] is True
