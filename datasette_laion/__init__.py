@@ -16,15 +16,13 @@ def prepare_connection(conn, datasette):
     conn.create_function("fts_phrase", 1, functions.fts_phrase, deterministic=True)
     conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
     conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
-    def images_url():
-        return datasette.urls.table(config.plugin_config(datasette)["database"], "images")
-
-    conn.create_function("search_url", 1, functions.phrase_search_url(images_url), deterministic=True)
+    conn.create_function("search_url", 1, views.search_url_function(datasette), deterministic=True)
 
 
 @hookimpl
 def startup(datasette):
     views.open_configured_database(datasette, config.plugin_config(datasette))
+    functions.registrable_domain("example.com")  # load the suffix list now, not on a request
 
 
 @hookimpl(tryfirst=True)  # before datasette-render-image-tags, for the columns we own

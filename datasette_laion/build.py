@@ -298,6 +298,7 @@ def build_fts(spec, progress=None):
         conn.execute("begin")
         for parts, first in spec["buckets"]:
             texts = _read_bucket(parts, ["text"]).column("text")
+            pa.default_memory_pool().release_unused()
             for start in range(0, len(texts), batch_size):
                 chunk = texts.slice(start, batch_size).to_pylist()
                 conn.executemany(
@@ -674,6 +675,8 @@ class _Builder:
                     self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
                     bar.update(chunk.num_rows)
                 del table
+                # mimalloc keeps freed pages for reuse; hand them back between buckets.
+                pa.default_memory_pool().release_unused()
             self.conn.executemany(sql.INSERT_REGISTERED_DOMAIN, self.registered_rows)
             self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
             self.conn.execute("commit")

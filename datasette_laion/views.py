@@ -5,6 +5,7 @@ from datasette.database import Database
 from datasette.utils.asgi import Response
 
 from .config import plugin_config
+from .functions import phrase_search_url
 
 
 def open_configured_database(datasette, config):
@@ -31,6 +32,16 @@ def open_configured_database(datasette, config):
         # Datasette adds an empty in-memory database when started with no
         # files; the configured database is the site's one database.
         datasette.remove_database("_memory")
+
+
+def search_url_function(datasette):
+    """The SQL function search_url(name): the path of the name's phrase search
+    on the images table, base_url included."""
+
+    def images_url():
+        return datasette.urls.table(plugin_config(datasette)["database"], "images")
+
+    return phrase_search_url(images_url)
 
 
 async def health(datasette):
