@@ -48,7 +48,7 @@ from .names import NamesError, load_names
 from .source import CONVERTERS, CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
 
 DEFAULT_BATCH_SIZE = 50_000
-DEFAULT_SORT_ROWS = 250_000
+DEFAULT_SORT_ROWS = 150_000
 ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
 CORE_TYPES = {
     "url": pa.string(),
@@ -290,6 +290,7 @@ def build_fts(spec, progress=None):
     conn = sqlite3.connect(spec["db"], isolation_level=None)
     try:
         conn.executescript(sql.BUILD_PRAGMAS)
+        conn.executescript(sql.FTS_PRAGMAS)
         conn.execute(sql.CREATE_FTS_SIDE)
         # Merging segments as they are written would be redone by 'optimize';
         # a bigger in-memory hash (default 1 MB) writes fewer, larger segments.

@@ -7,7 +7,7 @@ pragma journal_mode = off;
 pragma synchronous = off;
 pragma locking_mode = exclusive;
 pragma temp_store = file;
-pragma cache_size = -65536;  -- 64 MB of page cache
+pragma cache_size = -32768;  -- 32 MB: the load only appends
 """
 
 PAGE_SIZE = 4096
@@ -143,6 +143,8 @@ create virtual table [images_fts] using fts5 (
 FTS_SHADOW_TABLES = ("images_fts_data", "images_fts_idx", "images_fts_docsize")
 # In-memory term hash of the side index before it is written as a segment.
 FTS_HASH_SIZE = 64 * 1024 * 1024
+# The side index is written append-only: it needs little page cache.
+FTS_PRAGMAS = "pragma cache_size = -16384;"
 
 # Every sort and filter the site offers has an index. Rows are loaded best
 # first, so this one is kept up during the load at almost no cost (descending,
