@@ -19,6 +19,7 @@ from datasette.utils.asgi import Response
 
 from . import charts, functions, render, search, stats
 from .config import plugin_config
+from .views import error_response
 
 TOP = 20  # domains and registered domains on the statistics page
 EXAMPLES = 12  # images in the gallery of an answer
@@ -66,16 +67,7 @@ def _database(datasette):
 
 async def _unavailable(datasette, request, fmt, name):
     message = f"The database {name} is not being served (not uploaded yet?)."
-    return await _error(datasette, request, fmt, 503, "Not available", message)
-
-
-async def _error(datasette, request, fmt, status, title, message):
-    if fmt == "json":
-        return Response.json({"ok": False, "error": message, "status": status, "title": title}, status=status)
-    html = await datasette.render_template(
-        "error.html", {"error": message, "title": title, "status": status}, request=request
-    )
-    return Response.html(html, status=status)
+    return await error_response(datasette, request, fmt, 503, "Not available", message)
 
 
 # ---------------------------------------------------------------- statistics

@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from . import render, search
 from .config import plugin_config
+from .views import error_response
 
 TABLE = "images"
 
@@ -158,11 +159,11 @@ async def handle(datasette, scope, receive, send, database, fmt):
         else:
             result = await _browse(db, parsed)
     except search.SearchError as ex:
-        response = await _error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
+        response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
         await response.asgi_send(send)
         return
     except QueryInterrupted:
-        response = await _error_response(
+        response = await error_response(
             datasette, request, fmt, 400, "Search took too long",
             "This search took longer than the time limit; add words or filters to narrow it.",
         )
@@ -176,7 +177,7 @@ async def handle(datasette, scope, receive, send, database, fmt):
     if fmt == "json":
         body = _json_body(request.args, result, result.rows, database, next_url, query_ms)
         if body is None:
-            response = await _error_response(
+            response = await error_response(
                 datasette, request, fmt, 400, "Invalid _shape",
                 "_shape: use arrays, objects, array or arrayfirst",
             )
@@ -248,17 +249,12 @@ async def handle(datasette, scope, receive, send, database, fmt):
 
 
 async def _sorted_best_first(db):
-    rows = (await db.execute("select value from build_info where key = 'order'")).rows
-    return bool(rows) and rows[0][0] == "aesthetic desc"
-
-
-async def _error_response(datasette, request, fmt, status, title, message):
-    if fmt == "json":
-        return Response.json({"ok": False, "error": message, "status": status, "title": title}, status=status)
-    html = await datasette.render_template(
-        "error.html", {"error": message, "title": title, "status": status}, request=request
-    )
-    return Response.html(html, status=status)
+    """Whether the build stored rows best first; asked once per (immutable) database."""
+    found = getattr(db, "_laion_sorted_best_first", None)
+    if found is None:
+        rows = (await db.execute("select value from build_info where key = 'order'")).rows
+        found = db._laion_sorted_best_first = bool(rows) and rows[0][0] == "aesthetic desc"
+    return found
 
 
 def asgi_wrapper(datasette):

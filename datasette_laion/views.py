@@ -44,6 +44,16 @@ def search_url_function(datasette):
     return phrase_search_url(images_url)
 
 
+async def error_response(datasette, request, fmt, status, title, message):
+    """A 4xx/5xx with a message: JSON in Datasette's error shape, or its error page."""
+    if fmt == "json":
+        return Response.json({"ok": False, "error": message, "status": status, "title": title}, status=status)
+    html = await datasette.render_template(
+        "error.html", {"error": message, "title": title, "status": status}, request=request
+    )
+    return Response.html(html, status=status)
+
+
 async def health(datasette):
     """Cheap, always 200 while the server runs: says whether the LAION
     database is being served or not uploaded yet."""

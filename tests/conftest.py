@@ -4,6 +4,9 @@ import pytest
 
 from datasette_laion import build, sample, site
 
+# browser, server, screenshots: the fixtures of the browser tests
+pytest_plugins = ["browser_support"]
+
 SAMPLE_ROWS = 12_000
 SAMPLE_FILES = 3
 SAMPLE_SEED = 7
