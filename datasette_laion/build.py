@@ -20,8 +20,10 @@ database as it was. Steps:
 6. finish:    statistics tables (stats.py; their figures come from the partition
               pass), inspect data (exact counts, sha256), rename into place.
 """
+import ctypes
 import dataclasses
 import datetime
+import gc
 import hashlib
 import json
 import os
@@ -176,6 +178,18 @@ class _Steps:
                 steps.timings[name] = steps.timings.get(name, 0.0) + time.perf_counter() - self.start
 
         return _Timer()
+
+
+def _release_memory(collect=True):
+    """Hand freed memory back to the system: Arrow's pool (mimalloc keeps
+    freed pages for reuse) and the C heap (freed Python objects)."""
+    if collect:
+        gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only
+    except (OSError, AttributeError):
+        pass
 
 
 def _read_bucket(parts, columns=None, remaps=None):
@@ -578,13 +592,21 @@ class _Builder:
     def scan(self):
         if self.source_rows <= self.sort_rows:
             return np.zeros(0)
-        keys = []
+        # One array, filled in place: freed whole (back to the system) after.
+        keys = np.empty(self.source_rows, dtype=np.float64)
+        filled = 0
         with self.steps.bar("scan scores", self.source_rows) as bar:
             for source in self.sources:
                 for batch in iter_batches(source, self.batch_size, columns=["aesthetic"]):
-                    keys.append(_sort_key(normalise_column(batch, source, "aesthetic")))
+                    if filled + batch.num_rows > len(keys):
+                        raise SourceError(f"{source.path}: more rows than its footer says; the file is damaged")
+                    keys[filled : filled + batch.num_rows] = _sort_key(normalise_column(batch, source, "aesthetic"))
+                    filled += batch.num_rows
                     bar.update(batch.num_rows)
-        return _bucket_cuts(np.concatenate(keys), self.sort_rows)
+        cuts = _bucket_cuts(keys[:filled], self.sort_rows)
+        del keys
+        _release_memory()
+        return cuts
 
     # 3. partition: exclusions, domains, spill rows to their score bucket,
     #    in worker processes that share out the row groups of every file.
@@ -664,8 +686,14 @@ class _Builder:
         insert = "insert into images (rowid, {}) values (?, {})".format(
             ", ".join(f"[{c}]" for c in columns), ", ".join("?" for _ in columns)
         )
+        # The domain tables first: their rows can then leave memory.
+        self.conn.execute("begin")
+        self.conn.executemany(sql.INSERT_REGISTERED_DOMAIN, self.registered_rows)
+        self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
+        self.domain_count, self.registered_count = len(self.domain_rows), len(self.registered_rows)
+        del self.domain_rows, self.registered_rows
+        _release_memory()
         with self.steps.bar("load images", self.rows) as bar:
-            self.conn.execute("begin")
             for parts, first in buckets:
                 table = _read_bucket(parts, remaps=self.domain_remaps)
                 for start in range(0, table.num_rows, self.batch_size):
@@ -676,10 +704,7 @@ class _Builder:
                     self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
                     bar.update(chunk.num_rows)
                 del table
-                # mimalloc keeps freed pages for reuse; hand them back between buckets.
-                pa.default_memory_pool().release_unused()
-            self.conn.executemany(sql.INSERT_REGISTERED_DOMAIN, self.registered_rows)
-            self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
+                _release_memory(collect=False)
             self.conn.execute("commit")
 
     # 5. indexes, while the full-text index is finished on the other core.
@@ -693,10 +718,10 @@ class _Builder:
     def write_info_tables(self):
         _write_tables(
             self.conn, self.sources, self.loaded_per_source, self.exclusions, self.rows,
-            self.source_rows, self.excluded, len(self.domain_rows),
+            self.source_rows, self.excluded, self.domain_count,
         )
         facts = {
-            "registered_domains": len(self.registered_rows),
+            "registered_domains": self.registered_count,
             "rows_without_domain": self.rows_without_domain,
             "null_captions": self.null_text,
         }
@@ -794,8 +819,8 @@ class _Builder:
             database_name=database_name(self.out),
             rows=self.rows,
             source_rows=self.source_rows,
-            domains=len(self.domain_rows),
-            registered_domains=len(self.registered_rows),
+            domains=self.domain_count,
+            registered_domains=self.registered_count,
             rows_without_domain=self.rows_without_domain,
             excluded=self.excluded,
             exclusions=self.exclusions.summary(),

@@ -22,6 +22,15 @@ DEFAULTS = {
     "image_columns": {"images": ["url"]},
     # Paths robots are asked not to crawl (robots.txt), under the database.
     "robots_disallow": ["/images", "/images_fts", "/domain", "/registered_domain"],
+    # Tables whose pages only offer what an index answers (guard.py), whatever
+    # their size: the 12M-row images table, so that the demo and the tests
+    # behave as the site does. Their full-text index tables are guarded too.
+    "guarded_tables": ["images"],
+    # Any other table with at least this many rows (by the inspect data; a
+    # table whose count is unknown counts as big) is guarded as well. Smaller
+    # tables are read whole in well under the time limit (the 288k-row domain
+    # table: ~50 ms).
+    "big_table_rows": 1_000_000,
 }
 
 
@@ -53,6 +62,12 @@ def validate(config):
     robots = config["robots_disallow"]
     if not isinstance(robots, list) or not all(isinstance(p, str) and p.startswith("/") for p in robots):
         raise ConfigError(f"{PLUGIN}: robots_disallow must be a list of paths starting with /")
+    guarded = config["guarded_tables"]
+    if not isinstance(guarded, list) or not all(isinstance(t, str) for t in guarded):
+        raise ConfigError(f"{PLUGIN}: guarded_tables must be a list of table names")
+    rows = config["big_table_rows"]
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise ConfigError(f"{PLUGIN}: big_table_rows must be a whole number of rows, 0 or more, not {rows!r}")
     if config["database_path"] is not None:
         config["database_path"] = Path(config["database_path"])
         if config["inspect_file"] is None:

@@ -118,20 +118,56 @@ def find_parquet_files(inputs):
     return paths
 
 
+PARQUET_MAGIC = b"PAR1"
+FETCH_AGAIN = "fetch the file again"
+
+
+def _check_magic(path):
+    """A parquet file starts and ends with PAR1 (the footer, which says where
+    everything is, comes last): the cheap first test of a damaged download."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fp:
+            head = fp.read(4)
+            fp.seek(max(0, size - 4))
+            tail = fp.read(4)
+    except OSError as ex:
+        raise SourceError(f"{path}: cannot read ({ex.strerror or ex})") from None
+    if size == 0:
+        raise SourceError(f"{path}: empty file (0 bytes), not parquet; {FETCH_AGAIN}")
+    if tail == b"PARE":
+        raise SourceError(f"{path}: encrypted parquet file; decrypt it first")
+    if head != PARQUET_MAGIC and tail != PARQUET_MAGIC:
+        raise SourceError(
+            f"{path}: not a parquet file (it neither starts nor ends with {PARQUET_MAGIC.decode()}); check that it is the right file"
+        )
+    if tail != PARQUET_MAGIC:
+        raise SourceError(
+            f"{path}: truncated parquet file: it starts as parquet but its end (the footer) is missing, "
+            f"as after an interrupted download ({size:,} bytes); {FETCH_AGAIN}"
+        )
+    if head != PARQUET_MAGIC:
+        raise SourceError(f"{path}: damaged parquet file: it does not start with {PARQUET_MAGIC.decode()}; {FETCH_AGAIN}")
+
+
 def open_source(path):
     """Check one parquet file and describe how its columns map to ours."""
     path = Path(path)
+    _check_magic(path)
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
         num_rows = parquet.metadata.num_rows
         row_group_rows = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     except Exception as ex:  # pyarrow raises several kinds for a bad file
-        raise SourceError(f"{path}: not a readable parquet file ({ex})") from None
+        detail = str(ex).strip().replace("\n", " ")
+        raise SourceError(f"{path}: corrupt parquet footer, cannot read the file ({detail}); {FETCH_AGAIN}") from None
     by_lower = {}
     for name in schema.names:
         lower = name.lower()
         if lower in by_lower:
+            if by_lower[lower] == name:
+                raise SourceError(f"{path}: column {name!r} appears twice")
             raise SourceError(
                 f"{path}: columns {by_lower[lower]!r} and {name!r} differ only in case"
             )
@@ -166,6 +202,8 @@ def open_source(path):
             raise SourceError(
                 f"{path}: extra column {name!r} clashes with the images column {lower!r}"
             )
+        if "]" in name:  # the build quotes column names as [name]
+            raise SourceError(f"{path}: extra column {name!r}: a column name cannot contain ']'")
         extras[lower] = (name, _sqlite_type(schema.field(name).type))
     return SourceFile(
         path=path,
@@ -178,8 +216,17 @@ def open_source(path):
 
 
 def open_sources(inputs):
-    """Find and check every input file; nothing is read beyond the footers."""
-    return [open_source(path) for path in find_parquet_files(inputs)]
+    """Find and check every input file; nothing is read beyond the footers.
+    Files without rows are fine among others, but inputs that hold no row at
+    all are refused: they would replace a database with an empty one."""
+    sources = [open_source(path) for path in find_parquet_files(inputs)]
+    if not any(source.num_rows for source in sources):
+        names = ", ".join(str(s.path) for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+        raise SourceError(
+            f"{names}: no rows to build from ({len(sources)} parquet file{'s' if len(sources) > 1 else ''}, "
+            "0 rows); give the files that hold the data"
+        )
+    return sources
 
 
 def merged_extras(sources):
@@ -209,6 +256,16 @@ def _string(array):
     return pc.cast(array, pa.string())
 
 
+def _hash(array):
+    """hash as text; an unsigned 64-bit column is read as the same 64 bits
+    signed, as LAION's int64 (and the exclusion lists) have them."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_uint64(array.type):
+        array = pc.cast(array, pa.int64(), safe=False)
+    return pc.cast(array, pa.string())
+
+
 def _size(array):
     """WIDTH/HEIGHT: integers where every value is whole, else float."""
     if pa.types.is_integer(array.type):
@@ -226,9 +283,9 @@ def _extra(array, sqlite_type):
         kind = array.type
     if sqlite_type == "REAL":
         return _decimal_float(array)
-    if pa.types.is_boolean(kind):
+    if sqlite_type == "INTEGER":  # booleans too; fails on uint64 beyond int64
         return pc.cast(array, pa.int64())
-    if sqlite_type in ("INTEGER", "BLOB") or pa.types.is_string(kind):
+    if sqlite_type == "BLOB" or pa.types.is_string(kind):
         return array
     if pa.types.is_large_string(kind):
         return pc.cast(array, pa.string())
@@ -252,7 +309,7 @@ CONVERTERS = {
     "punsafe": _decimal_float,
     "pwatermark": _decimal_float,
     "aesthetic": _decimal_float,
-    "hash": _string,
+    "hash": _hash,
     "__index_level_0__": lambda array: pc.cast(array, pa.int64()),
 }
 
@@ -267,19 +324,29 @@ def normalise(batch, source, extras):
             if pa.types.is_null(array.type):
                 array = pa.nulls(len(array), pa.string() if column in ("url", "text", "hash") else pa.float64())
             else:
-                array = CONVERTERS[column](array)
+                array = _convert(CONVERTERS[column], array, source, source.columns[column])
         else:
             array = pa.nulls(batch.num_rows, pa.int64())
         arrays.append(array)
         names.append(column)
     for lower, sqlite_type in extras.items():
         if lower in source.extras:
-            array = _extra(batch.column(source.extras[lower][0]), sqlite_type)
+            name = source.extras[lower][0]
+            array = _convert(lambda a: _extra(a, sqlite_type), batch.column(name), source, name)
         else:
             array = pa.nulls(batch.num_rows, pa.string())
         arrays.append(array)
         names.append(lower)
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _convert(converter, array, source, name):
+    """A value that the column's type allows but SQLite cannot store (a uint64
+    beyond 2**63 - 1) is found only here, while reading: name file and column."""
+    try:
+        return converter(array)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as ex:
+        raise SourceError(f"{source.path}: column {name!r} ({array.type}): {ex}") from None
 
 
 def iter_batches(source, batch_size, columns=None, row_groups=None):
@@ -289,7 +356,12 @@ def iter_batches(source, batch_size, columns=None, row_groups=None):
     if columns is not None:
         wanted = [source.columns[c] for c in columns if c in source.columns]
     try:
-        parquet = pq.ParquetFile(source.path)
+        # pre_buffer (the default) reads every requested row group's column
+        # chunks ahead: a whole file in memory. Without it, one row group.
+        parquet = pq.ParquetFile(source.path, pre_buffer=False)
         yield from parquet.iter_batches(batch_size=batch_size, columns=wanted, row_groups=row_groups)
     except (OSError, pa.ArrowException) as ex:
-        raise SourceError(f"{source.path}: read failed ({ex})") from None
+        detail = str(ex).strip().replace("\n", " ")
+        raise SourceError(
+            f"{source.path}: read failed ({detail}): the file is damaged or changed during the build; {FETCH_AGAIN}"
+        ) from None
