@@ -45,7 +45,7 @@ import pyarrow.ipc as ipc
 from . import sql, stats
 from .version import __version__
 from .exclude import load_exclusions
-from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hash
+from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hashes
 from .names import NamesError, load_names
 from .source import CONVERTERS, CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
 
@@ -251,7 +251,7 @@ def partition_part(spec, progress=None):
                     ids = domains.for_urls(batch.column("url"))
                     domains.count(ids)
                     keys = _sort_key(batch.column("aesthetic"))
-                    hashes = pa.array([url_hash(u) for u in batch.column("url").to_pylist()], pa.int64())
+                    hashes = url_hashes(batch.column("url"))
                     null_text += batch.column("text").null_count
                     arrays = _conform(batch, schema) + [pa.array(ids), hashes, pa.array(keys), pa.array(positions)]
                     keyed = pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -535,12 +535,16 @@ class _Builder:
             with self.steps.timed("scan"):
                 cuts = self.scan()
             with self.steps.timed("partition"):
-                buckets = self.partition(cuts)
-            self.fts = _Worker(
-                "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
-                self.work, "fts",
-            )
-            self.running = [self.fts]
+                results, buckets = self.partition(cuts)
+                # The full-text index needs only the buckets: it starts now,
+                # while the domains are ranked here.
+                self.fts = _Worker(
+                    "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
+                    self.work, "fts",
+                )
+                self.running = [self.fts]
+                self.rank_domains(results)
+                del results
             with self.steps.timed("load"):
                 self.load(buckets)
             with self.steps.timed("indexes"):
@@ -626,8 +630,7 @@ class _Builder:
                 ]
                 results = _wait_all(self.running, bar)
                 self.running = []
-        # Totals, and the domain ids of every worker mapped to the final ones:
-        # ranked by image count, most first.
+        # Totals, and the buckets in row order with the rowid each starts at.
         self.loaded_per_source = [0] * len(self.sources)
         for result in results:
             for source, count in result["loaded"].items():
@@ -638,6 +641,16 @@ class _Builder:
         for i, exclusion in enumerate(self.exclusions.lists):
             exclusion.rows_excluded = sum(r["exclusions"][i] for r in results)
         self.rows = sum(self.loaded_per_source)
+        buckets, first = [], 1
+        for b in sorted({int(b) for r in results for b in r["sizes"]}):
+            parts = [(str(self.work / f"bucket-{b:05d}-{k}.arrow"), k) for k, r in enumerate(results) if str(b) in r["sizes"]]
+            buckets.append((parts, first))
+            first += sum(r["sizes"].get(str(b), 0) for r in results)
+        return results, buckets
+
+    def rank_domains(self, results):
+        """The domain and registered_domain rows, ranked by image count (most
+        first), and each worker's domain ids mapped to the final ones."""
         counts = {}
         self.rows_without_domain = 0
         for result in results:
@@ -647,9 +660,10 @@ class _Builder:
         ranked = sorted((item for item in counts.items() if item[1]), key=lambda item: (-item[1], item[0]))
         final = {host: i for i, (host, _) in enumerate(ranked, start=1)}
         # Registrable domains (pinimg.com for i.pinimg.com), ranked the same way.
+        registered_of = {host: registrable_domain(host) for host, _ in ranked}
         by_registered = {}
         for host, count in ranked:
-            registered = registrable_domain(host)
+            registered = registered_of[host]
             if registered is not None:
                 entry = by_registered.setdefault(registered, [0, 0])
                 entry[0] += count
@@ -658,18 +672,12 @@ class _Builder:
         registered_ids = {name: i for i, (name, _) in enumerate(ranked_registered, start=1)}
         self.registered_rows = [(i, name, c, h) for i, (name, (c, h)) in enumerate(ranked_registered, start=1)]
         self.domain_rows = [
-            (i, host, count, registered_ids.get(registrable_domain(host)))
+            (i, host, count, registered_ids.get(registered_of[host]))
             for i, (host, count) in enumerate(ranked, start=1)
         ]
         self.domain_remaps = [
             np.array([0] + [final.get(h, 0) for h in r["hosts"][1:]], dtype=np.int64) for r in results
         ]
-        buckets, first = [], 1
-        for b in sorted({int(b) for r in results for b in r["sizes"]}):
-            parts = [(str(self.work / f"bucket-{b:05d}-{k}.arrow"), k) for k, r in enumerate(results) if str(b) in r["sizes"]]
-            buckets.append((parts, first))
-            first += sum(r["sizes"].get(str(b), 0) for r in results)
-        return buckets
 
     # 4. load: images in score order (the full-text index is built meanwhile).
     def load(self, buckets):

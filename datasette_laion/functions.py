@@ -90,6 +90,21 @@ def url_hash(url):
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+def url_hashes(urls):
+    """``url_hash()`` of every URL of an Arrow string array, as an Arrow
+    int64 array (NULL for NULL): the build's bulk form of the same value."""
+    import numpy as np
+    import pyarrow as pa
+
+    crc32 = zlib.crc32
+    values = urls.fill_null("").to_pylist() if urls.null_count else urls.to_pylist()
+    unsigned = np.fromiter(
+        (crc32(url.encode("utf-8", "surrogatepass")) for url in values), dtype=np.uint32, count=len(values)
+    )
+    mask = urls.is_null().to_numpy(zero_copy_only=False) if urls.null_count else None
+    return pa.array(unsigned.view(np.int32).astype(np.int64), mask=mask)
+
+
 
 def phrase_search_url(images_url):
     """A function of a name giving the URL path of its phrase search on the

@@ -29,7 +29,7 @@ def _unchanged(out, before):
     assert {p.name: _digest(p) for p in out.parent.iterdir()} == before
 
 
-STEPS = ["scan", "partition", "load", "create_indexes", "copy_fts", "count_names", "finish"]
+STEPS = ["scan", "partition", "rank_domains", "load", "create_indexes", "copy_fts", "count_names", "finish"]
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -150,3 +150,16 @@ def test_url_hash_is_signed_32_bit(url):
     value = url_hash(url)
     assert -(2**31) <= value < 2**31 and value == url_hash(url)
     assert url_hash(None) is None
+
+
+def test_url_hashes_is_url_hash_of_every_url():
+    """The build's bulk form gives the site's per-URL value, NULLs and
+    sliced arrays included."""
+    import pyarrow as pa
+
+    from datasette_laion.functions import url_hash, url_hashes
+
+    urls = [u for u, _ in AWKWARD_URLS] + [None, "https://a.example/é", ""]
+    array = pa.array(urls, pa.string())
+    assert url_hashes(array).to_pylist() == [url_hash(u) for u in urls]
+    assert url_hashes(array.slice(3, 5)).to_pylist() == [url_hash(u) for u in urls[3:8]]
