@@ -35,6 +35,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -701,9 +702,16 @@ class _Builder:
         self.domain_count, self.registered_count = len(self.domain_rows), len(self.registered_rows)
         del self.domain_rows, self.registered_rows
         _release_memory()
-        with self.steps.bar("load images", self.rows) as bar:
-            for parts, first in buckets:
-                table = _read_bucket(parts, remaps=self.domain_remaps)
+        with self.steps.bar("load images", self.rows) as bar, ThreadPoolExecutor(1) as reader:
+            # The next bucket is read and sorted (Arrow, without the GIL) on
+            # a thread while this one is inserted.
+            def read(bucket):
+                return _read_bucket(bucket[0], remaps=self.domain_remaps)
+
+            pending = reader.submit(read, buckets[0]) if buckets else None
+            for index, (parts, first) in enumerate(buckets):
+                table = pending.result()
+                pending = reader.submit(read, buckets[index + 1]) if index + 1 < len(buckets) else None
                 for start in range(0, table.num_rows, self.batch_size):
                     chunk = table.slice(start, self.batch_size)
                     values = [chunk.column(c).to_pylist() for c in columns[:-1]]
