@@ -44,13 +44,16 @@ def test_domain(url, expected):
     assert domain(url) == expected
 
 
+def _urlsplit_host(url):
+    try:
+        return urlsplit(url).hostname or None
+    except ValueError:
+        return None
+
+
 @pytest.mark.parametrize("url,_", AWKWARD_URLS)
 def test_domain_matches_urlsplit_for_awkward_urls(url, _):
-    try:
-        expected = urlsplit(url).hostname or None
-    except ValueError:
-        expected = None
-    assert domain(url) == expected
+    assert domain(url) == _urlsplit_host(url)
 
 
 def _batch_domains(urls):
@@ -73,6 +76,13 @@ url_parts = st.lists(
     ),
     max_size=12,
 ).map("".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(url_parts, st.text(max_size=30), st.from_regex(r"\A[a-zA-Z+.:/\-_0-9@\[\]%?# ]{0,40}\Z")))
+def test_domain_is_urlsplit_hostname(url):
+    """domain()'s shortcut for plain host names gives what urlsplit() gives."""
+    assert domain(url) == _urlsplit_host(url)
 
 
 @settings(max_examples=600, deadline=None)
