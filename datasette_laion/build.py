@@ -159,6 +159,7 @@ class _Steps:
     def __init__(self, progress):
         self.progress = progress
         self.timings = {}
+        self.current = "check"
 
     def bar(self, desc, total, unit="rows"):
         from tqdm import tqdm
@@ -173,6 +174,7 @@ class _Steps:
 
         class _Timer:
             def __enter__(self):
+                steps.current = name
                 self.start = time.perf_counter()
 
             def __exit__(self, *exc):
@@ -332,6 +334,36 @@ def build_fts(spec, progress=None):
 
 
 WORKER_JOBS = {"partition": partition_part, "fts": build_fts}
+
+
+class _DeferredSignals:
+    """Ctrl-C (SIGINT) and SIGTERM held back while something must not be cut
+    in two: starting a worker process and recording it (so that cleanup stops
+    it), or putting OUT and its inspect file in place. A signal that came
+    meanwhile is raised as KeyboardInterrupt at the end, or, with
+    ``swallow``, dropped (the work it would have stopped is done)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, swallow=False):
+        self.swallow = swallow
+        self.received = None
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._hold) for s in self.SIGNALS}
+        return self
+
+    def _hold(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+        if self.received is not None and not self.swallow and exc[0] is None:
+            raise KeyboardInterrupt
 
 
 class _Worker:
@@ -539,11 +571,12 @@ class _Builder:
                 results, buckets = self.partition(cuts)
                 # The full-text index needs only the buckets: it starts now,
                 # while the domains are ranked here.
-                self.fts = _Worker(
-                    "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
-                    self.work, "fts",
-                )
-                self.running = [self.fts]
+                with _DeferredSignals():
+                    self.fts = _Worker(
+                        "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
+                        self.work, "fts",
+                    )
+                    self.running = [self.fts]
                 self.rank_domains(results)
                 del results
             with self.steps.timed("load"):
@@ -561,10 +594,40 @@ class _Builder:
             return self.result()
         except SourceError as ex:
             raise BuildError(str(ex)) from None
+        except BuildError as ex:  # from a worker process
+            raise BuildError(self._explain(str(ex))) from None
         except (sqlite3.Error, OSError, pa.ArrowException) as ex:
-            raise BuildError(f"{type(ex).__name__}: {ex}") from None
+            raise BuildError(self._explain(f"{type(ex).__name__}: {ex}")) from None
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as ex:  # a bug: still a clear message, and OUT untouched
+            raise BuildError(
+                f"unexpected {type(ex).__name__} in the {self.steps.current} step: {ex} "
+                "(please report this, with the command you ran)"
+            ) from None
         finally:
             self.cleanup()
+
+    def _explain(self, message):
+        """A full disk says which folders, and how much room they have now."""
+        lowered = message.lower()
+        if not any(s in lowered for s in ("no space left", "disk is full", "errno 28")):
+            return message
+        places = {}
+        places.setdefault(self.out.parent.resolve(), "the database's folder")
+        places.setdefault(self.inspect_path.parent.resolve(), "the inspect file's folder")
+        places.setdefault(Path(_sqlite_temp_dir()).resolve(), "SQLite's sort files, TMPDIR")
+        free = []
+        for place, role in places.items():
+            try:
+                room = shutil.disk_usage(place).free
+            except OSError:
+                continue
+            free.append(f"{place} ({role}) has {room / 1e6:,.0f} MB free")
+        return (
+            f"{message}\nThe disk is full: " + "; ".join(free) + ". Free some space: a build needs about "
+            "twice the database's size free in the database's folder, and some in TMPDIR for sorting"
+        )
 
     def cleanup(self):
         for worker in self.running:
@@ -625,10 +688,11 @@ class _Builder:
             if len(shares) == 1 and self.workers == 1:
                 results = [partition_part({**base, "worker": 0, "tasks": shares[0]}, bar.update)]
             else:
-                self.running = [
-                    _Worker("partition", {**base, "worker": k, "tasks": tasks}, self.work, f"partition-{k}")
-                    for k, tasks in enumerate(shares)
-                ]
+                self.running = []
+                for k, tasks in enumerate(shares):
+                    with _DeferredSignals():
+                        spec = {**base, "worker": k, "tasks": tasks}
+                        self.running.append(_Worker("partition", spec, self.work, f"partition-{k}"))
                 results = _wait_all(self.running, bar)
                 self.running = []
         # Totals, and the buckets in row order with the rowid each starts at.
@@ -823,10 +887,14 @@ class _Builder:
             json.dump(inspect_data, fp, indent=2)
             fp.flush()
             os.fsync(fp.fileno())
-        os.replace(self.db_path, self.out)
-        os.replace(self.inspect_tmp, self.inspect_path)
-        self.inspect_tmp = None
-        _fsync_dir(self.out.parent)
+        # Both or neither: a Ctrl-C from here on is too late to stop the build.
+        with _DeferredSignals(swallow=True):
+            os.replace(self.db_path, self.out)
+            os.replace(self.inspect_tmp, self.inspect_path)
+            self.inspect_tmp = None
+            _fsync_dir(self.out.parent)
+            if self.inspect_path.parent != self.out.parent:
+                _fsync_dir(self.inspect_path.parent)
 
     def result(self):
         return BuildResult(
@@ -894,6 +962,14 @@ def _sha256(path, update=None, block=4 * 1024 * 1024):
             if update:
                 update(len(data))
     return digest.hexdigest()
+
+
+def _sqlite_temp_dir():
+    """Where SQLite puts its temporary files on Unix (its own search order)."""
+    for candidate in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return "."
 
 
 def _fsync_dir(path):

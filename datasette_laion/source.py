@@ -332,7 +332,7 @@ def normalise(batch, source, extras):
     for lower, sqlite_type in extras.items():
         if lower in source.extras:
             name = source.extras[lower][0]
-            array = _convert(lambda a: _extra(a, sqlite_type), batch.column(name), source, name)
+            array = _convert(lambda a, kind=sqlite_type: _extra(a, kind), batch.column(name), source, name)
         else:
             array = pa.nulls(batch.num_rows, pa.string())
         arrays.append(array)

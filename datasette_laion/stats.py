@@ -122,7 +122,8 @@ class Histograms:
         entry["n"] += len(present)
         entry["sum"] += float(present.sum())
         low, high = present.min().item(), present.max().item()
-        if METRICS[name].integer and low.is_integer() and high.is_integer():
+        # Whole numbers as integers, while SQLite's INTEGER holds them.
+        if METRICS[name].integer and low.is_integer() and high.is_integer() and max(abs(low), abs(high)) < 2**53:
             low, high = int(low), int(high)
         entry["min"] = low if entry["min"] is None else min(entry["min"], low)
         entry["max"] = high if entry["max"] is None else max(entry["max"], high)

@@ -5,6 +5,7 @@ worker prints ``progress N`` lines as it goes; an error goes to stderr as one
 line, with exit code 1 (130 when interrupted).
 """
 import json
+import os
 import sys
 
 from .build import WORKER_JOBS
@@ -16,9 +17,12 @@ def main(argv):
     with open(spec_path) as fp:
         spec = json.load(fp)
     done = 0
+    parent = os.getppid()
 
     def progress(n):
         nonlocal done
+        if os.getppid() != parent:  # the build is gone: stop, don't linger
+            raise KeyboardInterrupt
         done += n
         print(f"progress {done}", flush=True)
 

@@ -232,13 +232,16 @@ def test_build_figures(db, parquet):
     assert info["rows_without_domain"] == sum(1 for p in parquet if _host(p["URL"]) is None)
 
 
-def test_empty_input_builds_an_empty_database(tmp_path):
+def test_no_rows_left_builds_an_empty_database(tmp_path):
+    """Input without rows is refused (test_faults.py); rows that are all
+    excluded make an empty database."""
     from datasette_laion import sample
 
-    empty = tmp_path / "empty.parquet"
-    pq.write_table(sample.SCHEMA.empty_table(), empty)
-    result = build.build(tmp_path / "out.db", [empty], progress=False)
-    assert result.rows == 0 and result.domains == 0
+    [path] = sample.generate(tmp_path / "in", rows=200, files=1, seed=4)
+    every_hash = tmp_path / "all.txt"
+    every_hash.write_text("".join(f"{h}\n" for h in pq.read_table(path).column("hash").to_pylist()))
+    result = build.build(tmp_path / "out.db", [path], exclude=[every_hash], progress=False)
+    assert result.rows == 0 and result.domains == 0 and result.excluded == 200
     conn = sqlite3.connect(tmp_path / "out.db")
     assert conn.execute("select count(*) from images_fts where images_fts match 'dog'").fetchone()[0] == 0
     assert conn.execute("select max(image_counts) from artists").fetchone()[0] == 0

@@ -55,7 +55,7 @@ def test_build_errors(tmp_path, parquet_dir):
     bad.write_bytes(b"PAR1 not really")
     result = invoke("build", out, bad)
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: {bad}: not a readable parquet file")
+    assert result.output.startswith(f"Error: {bad}: truncated parquet file")
     assert result.output.endswith(f"Nothing was written: {out} is as it was; fix the problem and run the build again.\n")
     assert out.read_bytes() == b"previous database"
     result = invoke("build", tmp_path, parquet_dir)
