@@ -246,7 +246,7 @@ class _World:
 def _captions(world, rng, n):
     """Zipf-like word captions, ~67 characters on average, some with names."""
     lengths = np.clip(np.rint(rng.lognormal(mean=2.3, sigma=0.45, size=n)), 1, 48).astype(np.int64)
-    width = int(lengths.max())
+    width = int(lengths.max()) if n else 0
     idx = rng.choice(len(world.vocab), size=(n, width), p=world.word_p)
     columns = []
     for j in range(width):

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from datasette_laion import sample
 
@@ -64,3 +65,11 @@ def test_realistic_figures(tmp_path):
     assert share("the") > 0.5  # the very common word
     assert 0.08 < share("dog") < 0.18  # "dog": 1.4M of 12M
     assert pc.sum(pc.cast(pc.match_substring(table.column("TEXT"), "Thomas Kinkade"), "int8")).as_py() >= 1
+
+
+@pytest.mark.parametrize("rows,files", [(0, 1), (2, 3)])
+def test_fewer_rows_than_files(tmp_path, rows, files):
+    """Every file is written, with the schema; some hold no rows."""
+    paths = sample.generate(tmp_path, rows=rows, files=files, seed=1)
+    assert len(paths) == files
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in paths) == rows
