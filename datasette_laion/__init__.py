@@ -6,7 +6,7 @@ database itself.
 """
 from datasette import hookimpl
 
-from . import config, functions, pages, render, search_view, views
+from . import config, fastpaths, functions, guard, pages, render, search_view, views
 from .version import __version__  # noqa: F401
 
 
@@ -17,12 +17,14 @@ def prepare_connection(conn, datasette):
     conn.create_function("registered_domain", 1, functions.registered_domain, deterministic=True)
     conn.create_function("url_hash", 1, functions.url_hash, deterministic=True)
     conn.create_function("search_url", 1, views.search_url_function(datasette), deterministic=True)
+    guard.limit_connection(conn)  # no query builds a 1 GB blob
 
 
 @hookimpl
 def startup(datasette):
     views.open_configured_database(datasette, config.plugin_config(datasette))
     functions.registrable_domain("example.com")  # load the suffix list now, not on a request
+    fastpaths.tune(datasette)  # immutable: no template or schema re-reads per request
 
 
 @hookimpl(tryfirst=True)  # before datasette-render-image-tags, for the columns we own
@@ -41,22 +43,32 @@ def extra_js_urls(datasette):
 
 
 @hookimpl
-def extra_template_vars(datasette):
+def extra_template_vars(datasette, request, view_name):
     return {
         "laion_database": config.plugin_config(datasette)["database"],
         "laion_missing": getattr(datasette, "_laion_missing", None),
+        **guard.template_vars(datasette, request, view_name),  # what a guarded table's page offers
     }
 
 
 @hookimpl
 def asgi_wrapper(datasette):
-    # Searches of the images table: fast for every word (search_view.py).
-    return search_view.asgi_wrapper(datasette)
+    # Searches of the images table: fast for every word (search_view.py);
+    # every other request is checked by the guard first (guard.py).
+    # Inside them, the home and database pages, kept once rendered (fastpaths.py).
+    return fastpaths.asgi_wrapper(datasette, search_view.asgi_wrapper(datasette))
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    # a query over the time limit on a CSV page: a 400, not Datasette's 500
+    return views.handle_exception(datasette, request, exception)
 
 
 @hookimpl
 def register_routes():
     return [
+        (r"^/(?P<format>)$", fastpaths.home),  # the home page, without IndexView's ~40 queries
         (r"^/robots\.txt$", views.robots_txt),
         (r"^/-/laion/health$", views.health),
         (r"^/-/laion/stats(?P<format>\.json)?$", pages.stats_page),

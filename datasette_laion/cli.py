@@ -12,7 +12,7 @@ import click
 
 from . import build as build_module
 from . import sample as sample_module
-from . import site
+from . import serving, site
 from .version import __version__
 
 DATABASE_FILE = site.DATABASE_FILE
@@ -118,8 +118,12 @@ def format_summary(result):
     return "\n".join(lines)
 
 
-def _serve_args(db, inspect_file, host, port, extra):
-    args = ["serve", "-i", str(db), "-m", str(site.METADATA_PATH), "-h", host, "-p", str(port)]
+def _serve_args(db, inspect_file, host, port, extra, metadata=None):
+    """The options of `datasette serve` that serve ``db`` (if any: else the
+    metadata's database_path) as the site does."""
+    args = ["-m", str(metadata or site.METADATA_PATH), "-h", host, "-p", str(port)]
+    if db is not None:
+        args = ["-i", str(db)] + args
     if inspect_file is not None:
         args += ["--inspect-file", str(inspect_file)]
     return args + site.setting_args() + list(extra)
@@ -127,6 +131,10 @@ def _serve_args(db, inspect_file, host, port, extra):
 
 def _find_inspect_file(db, inspect_file):
     """The inspect file to serve with, warning when it does not fit ``db``."""
+    if db is None:  # the plugin configuration names the database and its inspect file
+        if inspect_file is not None and not Path(inspect_file).exists():
+            raise click.ClickException(f"{inspect_file}: inspect file not found")
+        return inspect_file
     path = Path(inspect_file) if inspect_file else Path(db).parent / "inspect.json"
     if not path.exists():
         if inspect_file:
@@ -144,27 +152,51 @@ def _find_inspect_file(db, inspect_file):
     return path
 
 
-def run_datasette(args):
-    from datasette.cli import cli as datasette_cli
-
-    datasette_cli.main(args=args, prog_name="datasette", standalone_mode=True)
+def _split_db(ctx, args, metadata):
+    """(DB or None, the other arguments): DB is the first argument unless it
+    is an option (as on Fly, where the metadata's database_path names it)."""
+    if args and not args[0].startswith("-"):
+        try:
+            db = click.Path(exists=True, dir_okay=False, path_type=Path).convert(args[0], None, ctx)
+        except click.BadParameter as ex:
+            raise click.BadParameter(ex.message, ctx=ctx, param_hint="'DB'") from None
+        return db, list(args[1:])
+    if not site.configured_database_path(metadata or site.METADATA_PATH):
+        raise click.UsageError("Missing argument 'DB' (or a --metadata file whose datasette-laion plugin "
+                               "configuration has a database_path).", ctx=ctx)
+    return None, list(args)
 
 
 @laion.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("db", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--inspect-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Inspect data (default: inspect.json beside DB)")
+@click.option("-m", "--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Metadata (default: the project's metadata.yml)")
 @click.option("-h", "--host", default="127.0.0.1", show_default=True)
 @click.option("-p", "--port", type=int, default=8001, show_default=True)
-@click.argument("serve_options", nargs=-1, type=click.UNPROCESSED)
-def serve(db, inspect_file, host, port, serve_options):
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Server processes sharing the port, each ~130 MB (default: one per CPU core, "
+                   f"at most {serving.MAX_DEFAULT_WORKERS}; 1: one process, as `datasette serve`)")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="Log every request (off: a busy public site spends its CPU on answers, not on logs)")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[DB] [SERVE_OPTIONS]...")
+@click.pass_context
+def serve(ctx, inspect_file, metadata, host, port, workers, access_log, args):
     """Serve a built database as the site is deployed: immutable, with its
-    inspect file, the project's metadata and settings. Other options go to
-    `datasette serve`. Example:
+    inspect file, the project's metadata and settings, in several worker
+    processes. Other options go to `datasette serve`. Example:
 
         datasette laion serve laion-aesthetic-6pls.db --port 8001
+
+    Without DB, the database is the one the metadata's plugin configuration
+    names (database_path), as on Fly.
     """
-    run_datasette(_serve_args(db, _find_inspect_file(db, inspect_file), host, port, serve_options))
+    db, extra = _split_db(ctx, args, metadata)
+    serve_args = _serve_args(db, _find_inspect_file(db, inspect_file), host, port, extra, metadata)
+    if db is None and serving.parse_serve_args(serve_args).params["files"]:
+        raise click.UsageError("DB goes first: datasette laion serve DB [SERVE_OPTIONS]...", ctx=ctx)
+    serving.run(serve_args, workers=workers or serving.default_workers(), access_log=access_log,
+                explicit=workers is not None)
 
 
 @laion.command()
@@ -182,7 +214,8 @@ def demo(rows, directory, host, port, rebuild):
     directory = directory or default_cache_dir()
     db = ensure_demo_database(directory, rows, rebuild=rebuild)
     click.echo(f"Serving {db} on http://{host}:{port}/", err=True)
-    run_datasette(_serve_args(db, db.parent / "inspect.json", host, port, ()))
+    serving.run(_serve_args(db, db.parent / "inspect.json", host, port, ()), workers=serving.default_workers(),
+                access_log=False)
 
 
 def ensure_demo_database(directory, rows, rebuild=False, progress=True):

@@ -107,9 +107,10 @@ def stats_data(raw, datasette, database):
     total = int(info.get("rows") or figures.get("rows") or 0)
     images = datasette.urls.table(database, "images")
     threshold_labels = {
-        "punsafe_over_0_5": ("punsafe > 0.5: possibly unsafe", f"{images}?punsafe__gt=0.5"),
-        "pwatermark_over_0_8": ("pwatermark > 0.8: probably watermarked", f"{images}?pwatermark__gt=0.8"),
-        "punsafe_over_0_5_and_pwatermark_over_0_8": ("both", f"{images}?punsafe__gt=0.5&pwatermark__gt=0.8"),
+        # best first, through the search form's browsing (guard.py, search.run_browse)
+        "punsafe_over_0_5": ("punsafe > 0.5: possibly unsafe", f"{images}?punsafe__gt=0.5&_view=table"),
+        "pwatermark_over_0_8": ("pwatermark > 0.8: probably watermarked", f"{images}?pwatermark__gt=0.8&_view=table"),
+        "punsafe_over_0_5_and_pwatermark_over_0_8": ("both", f"{images}?punsafe__gt=0.5&pwatermark__gt=0.8&_view=table"),
         "punsafe_over_0_5_or_pwatermark_over_0_8": ("either", None),
     }
     thresholds = []

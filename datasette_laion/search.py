@@ -12,6 +12,7 @@ match count makes them cheap, and the page says so when it falls back.
 This module holds the request parsing and SQL; ``search_view`` renders it.
 """
 import re
+import time
 from dataclasses import dataclass, field
 
 from datasette.database import QueryInterrupted
@@ -21,6 +22,12 @@ RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 FILTER_SCAN_CAP = 50_000  # matches examined to count a filtered search
 DOMAIN_SCAN_MAX = 20_000  # domains this small are searched from the domain side
 COUNT_TIME_LIMIT_MS = 300  # a count that takes longer is given up, and the page says so
+# Browsing with filters that no index answers checks rows one by one: a page
+# looks through windows of this many rowids, for at most BROWSE_TIME_MS, and
+# the next page goes on where it stopped.
+BROWSE_WINDOW = 100_000
+BROWSE_TIME_MS = 300
+INT64_MAX = 2**63 - 1
 SEARCH_COLUMNS = [
     "url", "text", "width", "height", "similarity", "punsafe", "pwatermark",
     "aesthetic", "hash", "__index_level_0__", "domain_id", "url_hash",
@@ -77,10 +84,16 @@ def _number(kind, column, raw):
     try:
         value = kind(raw)
     except ValueError:
-        raise SearchError(f"{column}: {raw!r} is not a number") from None
+        raise SearchError(f"{column}: {_clip(raw)!r} is not a number") from None
     if kind is float and value != value:
-        raise SearchError(f"{column}: {raw!r} is not a number")
+        raise SearchError(f"{column}: {_clip(raw)!r} is not a number")
+    if kind is int and not -INT64_MAX <= value <= INT64_MAX:
+        raise SearchError(f"{column}: {_clip(raw)!r} is too large")
     return value
+
+
+def _clip(value, length=60):
+    return value if len(value) <= length else value[: length - 1] + "…"
 
 
 def parse_request(args, default_size, max_size):
@@ -104,7 +117,7 @@ def parse_request(args, default_size, max_size):
     elif size == "max":
         request.size = max_size
     else:
-        if not size.isdigit() or not 1 <= int(size) <= max_size:
+        if not (size.isascii() and size.isdigit()) or not 1 <= int(size) <= max_size:
             raise SearchError(f"_size: a number from 1 to {max_size}, or max")
         request.size = int(size)
     sort, sort_desc = first("_sort"), first("_sort_desc")
@@ -115,18 +128,20 @@ def parse_request(args, default_size, max_size):
         request.relevance = True
     elif column:
         if column not in SORTABLE:
-            raise SearchError(f"cannot sort by {column!r}: sort by one of {', '.join(sorted(SORTABLE))} or relevance")
+            raise SearchError(f"cannot sort by {_clip(column)!r}: sort by one of {', '.join(sorted(SORTABLE))} or relevance")
         # best first is rowid order: these need no re-sort
         if not ((column == "rowid" and sort) or (column == "aesthetic" and sort_desc)):
             request.sort, request.sort_desc = column, bool(sort_desc)
     next_token = first("_next")
     if next_token:
-        if next_token.startswith("o") and next_token[1:].isdigit():
-            request.offset = int(next_token[1:])
-        elif next_token.isdigit():
-            request.after = int(next_token)
+        digits = next_token.removeprefix("o")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+            raise SearchError(f"_next: {_clip(next_token)!r} is not a page token from this search")
+        if next_token.startswith("o"):
+            # offsets page re-sorted results, which have at most RESORT_CAP rows
+            request.offset = min(int(digits), RESORT_CAP + max_size)
         else:
-            raise SearchError(f"_next: {next_token!r} is not a page token from this search")
+            request.after = int(digits)
     keys = args.keys() if hasattr(args, "keys") else []
     for key in keys:
         if key.startswith("_"):
@@ -135,10 +150,12 @@ def parse_request(args, default_size, max_size):
         op = op or "exact"
         if column not in FILTER_COLUMNS or op not in OPERATORS:
             raise SearchError(
-                f"filter {key!r} is not available with search; use {', '.join(sorted(FILTER_COLUMNS))} "
+                f"filter {_clip(key)!r} is not available with search; use {', '.join(sorted(FILTER_COLUMNS))} "
                 f"with __{', __'.join(OPERATORS)} (e.g. aesthetic__gte=7, punsafe__lt=0.5, domain_id=1)"
             )
         raw = first(key)
+        if not raw.strip():
+            continue  # an empty box of the search form
         request.filters.append((column, OPERATORS[op], _number(FILTER_COLUMNS[column], key, raw)))
     domain = first("_domain")
     if domain:
@@ -171,14 +188,16 @@ AESTHETIC_BOUND = {
 
 async def _conditions(db, request, sorted_best_first):
     """SQL conditions on images (aliased i) and on the FTS rowid (f.rowid),
-    with parameters; plus the domain id if one was asked for."""
+    with parameters; plus the domain id if one was asked for, and the rowid
+    span [low, high) the aesthetic filters come to (None: no bound)."""
     where, fts_where, params = [], [], {}
     domain_id = None
+    span = [None, None]
     for n, (column, op, value) in enumerate(request.filters):
         if column == "_domain":
             rows = (await db.execute("select id from domain where domain = :d", {"d": value})).rows
             if not rows:
-                raise SearchError(f"_domain: no images from {value!r}")
+                raise SearchError(f"_domain: no images from {_clip(value)!r}")
             column, value = "domain_id", rows[0][0]
         if column == "domain_id" and op == "=":
             domain_id = value
@@ -192,16 +211,79 @@ async def _conditions(db, request, sorted_best_first):
                 if rows:
                     params[f"b{n}"] = rows[0][0]
                     fts_where.append(f"f.rowid {'<' if kind == 'upper' else '>='} :b{n}")
+                    if kind == "upper":
+                        span[1] = rows[0][0] if span[1] is None else min(span[1], rows[0][0])
+                    else:
+                        span[0] = rows[0][0] if span[0] is None else max(span[0], rows[0][0])
                 elif kind == "lower":
                     fts_where.append("0")  # no row has such a score
-    return where, fts_where, params, domain_id
+                    span = [1, 1]
+    return where, fts_where, params, domain_id, span
+
+
+def _index_answers(column, op, sorted_best_first):
+    """Whether a filter is exact in the rows an index gives in rowid order."""
+    return (column in ("domain_id", "_domain") and op == "=") or (
+        column == "aesthetic" and sorted_best_first and op in AESTHETIC_BOUND
+    )
+
+
+async def run_browse(db, request, sorted_best_first=True):
+    """Images best first (rowid order) with filters and no search: a page of
+    the gallery, or of the search form's table view.
+
+    The domain and, in a database stored best first, the aesthetic score are
+    answered by their indexes; any other filter is checked row by row, through
+    windows of BROWSE_WINDOW rowids for at most BROWSE_TIME_MS, and the page
+    says where it stopped: no page reads more than that, however rare the
+    matches."""
+    columns = ["rowid"] + SEARCH_COLUMNS
+    select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
+    where, _, params, _, (low, high) = await _conditions(db, request, sorted_best_first)
+    notes = []
+    if request.relevance or request.sort:
+        notes.append("Sorted best first: other orders are offered for searches.")
+    start = max(request.after or 0, (low or 1) - 1)  # rows after this rowid
+    last = (await db.execute("select max(rowid) from images")).rows[0][0] or 0
+    if high is not None:
+        last = min(last, high - 1)
+    filters_sql = "".join(f" and {w}" for w in where)
+    limit = request.size + 1
+    windowed = not all(_index_answers(c, op, sorted_best_first) for c, op, _ in request.filters)
+    rows, sql = [], ""
+    began = time.perf_counter()
+    position = start
+    while position < last and len(rows) < limit:
+        end = min(last, position + BROWSE_WINDOW) if windowed else last
+        sql = (
+            f"select {select} from images i where i.rowid > :start and i.rowid <= :end{filters_sql}"
+            f" order by i.rowid limit {limit - len(rows)}"
+        )
+        rows += list((await db.execute(sql, {**params, "start": position, "end": end})).rows)
+        position = end
+        if (time.perf_counter() - began) * 1000 > BROWSE_TIME_MS:
+            break
+    next_token = None
+    if len(rows) > request.size:
+        rows = rows[: request.size]
+        next_token = str(rows[-1][0])
+    elif position < last:
+        next_token = str(position)
+        notes.append(
+            f"This page looked through images {start + 1:,} to {position:,} of {last:,} (filters checked row by "
+            "row); the next page goes on from there."
+        )
+    return SearchResult(
+        rows=rows, columns=columns, count=None, count_exact=False, next_token=next_token,
+        notes=notes, sql=sql, params={**params, "start": start}, order="best first",
+    )
 
 
 async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     """Run a search on a Datasette Database; returns a SearchResult."""
     columns = ["rowid"] + SEARCH_COLUMNS
     select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
-    where, fts_where, params, domain_id = await _conditions(db, request, sorted_best_first)
+    where, fts_where, params, domain_id, (low, high) = await _conditions(db, request, sorted_best_first)
     params["q"] = request.query
     notes = []
 
@@ -210,7 +292,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
             return await db.execute(sql, params, custom_time_limit=limit_ms or time_limit_ms)
         except Exception as ex:  # FTS5 syntax errors come as OperationalError
             message = str(ex)
-            if "fts5" in message or "syntax error" in message or "no such column" in message or "unterminated" in message:
+            if any(m in message for m in ("fts5", "syntax error", "no such column", "unterminated", "unknown special query")):
                 raise SearchError(f"Invalid search syntax: {message}") from None
             raise
 
@@ -253,8 +335,37 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
             )
         return sql
 
+    # Filters checked row by row against every match (a rare filter on a
+    # common word could read millions): matches are read through windows of
+    # rowids, for at most BROWSE_TIME_MS, as in run_browse.
+    windowed = not domain_small and not all(_index_answers(c, op, sorted_best_first) and c != "domain_id"
+                                            and c != "_domain" for c, op, _ in request.filters)
+    window = {"sql": None, "position": None, "last": None}
+
     async def best_first_page():
-        return list((await execute(best_first_sql())).rows)
+        if not windowed:
+            return list((await execute(best_first_sql())).rows)
+        start = max(request.after or 0, (low or 1) - 1)
+        last = (await db.execute("select max(rowid) from images")).rows[0][0] or 0
+        if high is not None:
+            last = min(last, high - 1)
+        rows, position, began = [], start, time.perf_counter()
+        while position < last and len(rows) < limit:
+            end = min(last, position + BROWSE_WINDOW)
+            params.update(wstart=position, wend=end)
+            window["sql"] = (
+                f"select {select} from images_fts f join images i on i.rowid = f.rowid where images_fts match :q{fts_sql}"
+                f" and f.rowid > :wstart and f.rowid <= :wend{filters_sql} order by f.rowid limit {limit - len(rows)}"
+            )
+            rows += list((await execute(window["sql"])).rows)
+            position = end
+            if (time.perf_counter() - began) * 1000 > BROWSE_TIME_MS:
+                break
+        window.update(position=position, last=last, start=start)
+        return rows
+
+    def exhausted():
+        return not windowed or window["position"] is None or window["position"] >= window["last"]
 
     async def count_matches():
         """(count, exact): exact up to the cap; notes a partial count."""
@@ -288,7 +399,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     first_page_rows = None
     if not (request.relevance or request.sort) and request.after is None:
         first_page_rows = await best_first_page()
-    if first_page_rows is not None and len(first_page_rows) <= request.size:
+    if first_page_rows is not None and len(first_page_rows) <= request.size and exhausted():
         count, exact = len(first_page_rows), True
     else:
         try:
@@ -322,8 +433,9 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
         )
     else:
         sql = best_first_sql()
-    if order == "best first" and first_page_rows is not None:
-        rows = first_page_rows
+    if order == "best first":
+        rows = first_page_rows if first_page_rows is not None else await best_first_page()
+        sql = window["sql"] or sql
     else:
         rows = list((await execute(sql)).rows)
     next_token = None
@@ -333,6 +445,12 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
             next_token = str(rows[-1][0])
         else:
             next_token = f"o{request.offset + request.size}"
+    elif order == "best first" and not exhausted():
+        next_token = str(window["position"])
+        notes.append(
+            f"This page looked through the matches among images {window['start'] + 1:,} to {window['position']:,} of "
+            f"{window['last']:,} (filters checked row by row); the next page goes on from there."
+        )
     return SearchResult(
         rows=rows, columns=columns, count=count, count_exact=exact, next_token=next_token,
         notes=notes, sql=sql, params=dict(params), order=order,

@@ -1,11 +1,14 @@
 """Serve searches of the images table on Datasette's own URLs.
 
 ``/<db>/images?_search=...`` and ``/<db>/images.json?_search=...`` (and any
-``_view=gallery`` page) are answered here, through an ASGI wrapper, with the
-fast search of ``search.py``; every other request goes to Datasette. The JSON
-keeps the keys and ``_shape`` variants of Datasette's table JSON.
+``_view=gallery`` or ``_view=table`` page: the search form's browsing, with
+filters and no words) are answered here, through an ASGI wrapper, with the
+fast search of ``search.py``; every other request goes to Datasette, once the
+guard (``guard.py``) has checked it. The JSON keeps the keys and ``_shape``
+variants of Datasette's table JSON.
 """
 import json
+import logging
 import time
 from urllib.parse import parse_qs
 
@@ -14,7 +17,7 @@ from datasette.utils import path_with_removed_args, path_with_replaced_args
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import render, search
+from . import guard, render, search
 from .config import plugin_config
 from .views import error_response
 
@@ -39,7 +42,7 @@ def wants_search(datasette, scope):
         return None
     args = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     has_search = any(v.strip() for v in args.get("_search", []))
-    if not has_search and args.get("_view", [""])[0] != "gallery":
+    if not has_search and args.get("_view", [""])[0] not in ("gallery", "table"):
         return None
     return database, fmt
 
@@ -61,31 +64,6 @@ async def _domain_labels(db, rows):
         f"select id, domain from domain where id in ({placeholders})", {f"d{i}": v for i, v in enumerate(ids)}
     )
     return {row[0]: row[1] for row in result.rows}
-
-
-async def _browse(db, request):
-    """A gallery page with no search: images best first, by rowid."""
-    columns = ["rowid"] + search.SEARCH_COLUMNS
-    select = "rowid as rowid, " + ", ".join(f"[{c}]" for c in search.SEARCH_COLUMNS)
-    where, params = [], {}
-    if request.after is not None:
-        where.append("rowid > :after")
-        params["after"] = request.after
-    for n, (column, op, value) in enumerate(request.filters):
-        if column == "_domain":
-            rows = (await db.execute("select id from domain where domain = :d", {"d": value})).rows
-            if not rows:
-                raise search.SearchError(f"_domain: no images from {value!r}")
-            column, value = "domain_id", rows[0][0]
-        where.append(f"[{column}] {op} :p{n}")
-        params[f"p{n}"] = value
-    sql = f"select {select} from images {'where ' + ' and '.join(where) if where else ''} order by rowid limit {request.size + 1}"
-    rows = list((await db.execute(sql, params)).rows)
-    next_token = str(rows[request.size - 1][0]) if len(rows) > request.size else None
-    return search.SearchResult(
-        rows=rows[: request.size], columns=columns, count=None, count_exact=False,
-        next_token=next_token, sql=sql, params=params,
-    )
 
 
 def _cell(row, column, labels, urls):
@@ -115,7 +93,10 @@ def _json_body(request_args, result, rows, database, next_url, query_ms):
         "database": database,
         "table": TABLE,
         "is_view": False,
-        "human_description_en": f"where search matches {request_args.get('_search', '')!r}, {result.order}",
+        "human_description_en": (
+            f"where search matches {request_args.get('_search')!r}, {result.order}"
+            if (request_args.get("_search") or "").strip() else result.order
+        ),
         "rows": [dict(zip(columns, row)) for row in rows] if shape == "objects" else [list(row) for row in rows],
         "truncated": False,
         "filtered_table_rows_count": result.count,
@@ -157,7 +138,7 @@ async def handle(datasette, scope, receive, send, database, fmt):
             sorted_best_first = await _sorted_best_first(db)
             result = await search.run_search(db, parsed, sorted_best_first)
         else:
-            result = await _browse(db, parsed)
+            result = await search.run_browse(db, parsed, await _sorted_best_first(db))
     except search.SearchError as ex:
         response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
         await response.asgi_send(send)
@@ -233,7 +214,10 @@ async def handle(datasette, scope, receive, send, database, fmt):
             "notes": result.notes,
             "order": result.order,
             "next_url": next_url,
-            "table_url": path_with_removed_args(request, {"_view"}),
+            # without words, the table view is ours too (Datasette's own table
+            # page answers one filter at a time)
+            "table_url": path_with_removed_args(request, {"_view"}) if parsed.query
+            else path_with_replaced_args(request, {"_view": "table"}),
             "gallery_url": path_with_replaced_args(request, {"_view": "gallery"}),
             "json_url": path_with_replaced_args(request, {}).replace(
                 datasette.urls.table(database, TABLE), datasette.urls.table(database, TABLE) + ".json", 1
@@ -257,14 +241,49 @@ async def _sorted_best_first(db):
     return found
 
 
+async def _handle_safely(datasette, scope, receive, send, database, fmt):
+    """handle(), with any unexpected error answered as a 500 with a message
+    (and logged) rather than a dropped connection."""
+    started = []
+
+    async def tracking_send(message):
+        if message["type"] == "http.response.start":
+            started.append(True)
+        await send(message)
+
+    try:
+        await handle(datasette, scope, receive, tracking_send, database, fmt)
+    except Exception:
+        logging.getLogger(__name__).exception("search failed: %s", scope.get("query_string"))
+        if started:
+            raise
+        request = Request({**scope, "csrftoken": lambda: ""}, receive)
+        response = await error_response(
+            datasette, request, fmt, 500, "Search failed", "This search failed on the server; it has been logged."
+        )
+        await response.asgi_send(send)
+
+
 def asgi_wrapper(datasette):
     def wrap(app):
         async def wrapped(scope, receive, send):
             target = wants_search(datasette, scope)
-            if target is None:
-                await app(scope, receive, send)
-            else:
-                await handle(datasette, scope, receive, send, *target)
+            if target is not None:
+                await _handle_safely(datasette, scope, receive, send, *target)
+                return
+            scope = await guard.check(datasette, scope, receive, send, plugin_config(datasette))
+            if scope is None:  # refused, with a 400 that says why
+                return
+            note = guard.notes_header(scope)
+            if note:
+                original_send = send
+
+                async def send(message):
+                    if message["type"] == "http.response.start":
+                        message = dict(message, headers=[*message.get("headers", []), (b"x-laion-notes", note)])
+                    await original_send(message)
+
+            await app(scope, receive, send)
 
         return wrapped
 

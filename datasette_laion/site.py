@@ -42,3 +42,12 @@ def make_datasette(db_path, inspect_file=None, **kwargs):
         settings=settings(),
         **kwargs,
     )
+
+
+def configured_database_path(metadata_path):
+    """The database_path that a metadata file (YAML or JSON) configures for
+    the plugin, or None."""
+    from datasette.utils import parse_metadata
+
+    metadata = parse_metadata(Path(metadata_path).read_text()) or {}
+    return ((metadata.get("plugins") or {}).get("datasette-laion") or {}).get("database_path")

@@ -1,7 +1,7 @@
 """Routes the plugin adds, and opening the configured database."""
 import json
 
-from datasette.database import Database
+from datasette.database import Database, QueryInterrupted
 from datasette.utils.asgi import Response
 
 from .config import plugin_config
@@ -44,14 +44,33 @@ def search_url_function(datasette):
     return phrase_search_url(images_url)
 
 
-async def error_response(datasette, request, fmt, status, title, message):
-    """A 4xx/5xx with a message: JSON in Datasette's error shape, or its error page."""
+async def error_response(datasette, request, fmt, status, title, message, links=()):
+    """A 4xx/5xx with a message: JSON in Datasette's error shape, plain text
+    for CSV, or Datasette's error page (with ``links``, [(label, href)], to
+    what to do instead)."""
     if fmt == "json":
         return Response.json({"ok": False, "error": message, "status": status, "title": title}, status=status)
+    if fmt == "csv":
+        return Response.text(f"Error {status}: {title}\n{message}\n", status=status)
     html = await datasette.render_template(
-        "error.html", {"error": message, "title": title, "status": status}, request=request
+        "laion_error.html" if links else "error.html",
+        {"error": message, "title": title, "status": status, "links": list(links)},
+        request=request,
     )
     return Response.html(html, status=status)
+
+
+def handle_exception(datasette, request, exception):
+    """A Response for an error that Datasette 0.65 answers with a 500 but is
+    the request's doing, else None: a query stopped at the time limit on a
+    CSV page (its CSV code lets QueryInterrupted through)."""
+    if not isinstance(exception, QueryInterrupted):
+        return None
+    path = request.path
+    fmt = "json" if path.endswith(".json") else ("csv" if path.endswith(".csv") else None)
+    limit = datasette.setting("sql_time_limit_ms")
+    message = f"This query took longer than the time limit ({limit:,} ms) and was stopped; narrow it down."
+    return error_response(datasette, request, fmt, 400, "SQL Interrupted", message)
 
 
 async def health(datasette):

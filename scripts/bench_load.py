@@ -223,7 +223,7 @@ def _k_gallery_browse(rng, cat):
 
 
 def _k_table_images(rng, cat):
-    extra = rng.choice(["", "", "?aesthetic__gte=7", "?punsafe__lt=0.5", "?_sort_desc=punsafe"])
+    extra = rng.choice(["", "", "?aesthetic__gte=7", "?punsafe__lt=0.5", "?_sort=punsafe"])
     return _same("table images", "", f"/{DB}/images{extra}")
 
 

@@ -153,14 +153,24 @@ errors = []
 #   Drop it: the secret is a Fly secret (see below), which the machine gets as
 #   the same environment variable at run time.
 # - pin the dependencies to constraints.txt;
+# - serve with `datasette laion serve`, the same options, and one worker
+#   process per vCPU of the [[vm]] in fly.toml (a `datasette serve` uses one
+#   core, however many the machine has);
 # - `exec` the server so that it, not /bin/sh, receives Fly's SIGINT.
+project_toml_text = Path(project_toml).read_text()
+vm_size = re.search(r'^\s*size\s*=\s*"([^"]+)"', project_toml_text, re.M)
+vm_cpus = re.search(r"-(\d+)x$", vm_size.group(1)) if vm_size else None
+workers = str(min(4, int(vm_cpus.group(1)))) if vm_cpus else None
+if workers is None:
+    errors.append(f"fly.toml: no [[vm]] size such as \"shared-cpu-2x\" to size the workers by ({vm_size and vm_size.group(1)!r})")
+    workers = "1"
 dockerfile = out / "Dockerfile"
 lines = [l for l in dockerfile.read_text().splitlines() if not l.startswith("ENV DATASETTE_SECRET")]
 for i, line in enumerate(lines):
     if line.startswith("RUN pip install "):
         lines[i] = line.replace("RUN pip install ", "RUN pip install --no-cache-dir -c constraints.txt ", 1)
-    if line.startswith("CMD datasette "):
-        lines[i] = "CMD exec datasette " + line[len("CMD datasette "):]
+    if line.startswith("CMD datasette serve "):
+        lines[i] = f"CMD exec datasette laion serve --workers {workers} " + line[len("CMD datasette serve "):]
 dockerfile.write_text("\n".join(lines) + "\n")
 
 # fly.toml: publish writes the old [[services]] format with a TCP check; ship
@@ -181,12 +191,12 @@ if len(runs) != 1 or f"wheels/{wheel}" not in shlex.split(runs[0]) or not (out /
     errors.append(f"Dockerfile does not install wheels/{wheel} (pip line: {runs})")
 cmds = [l for l in text.splitlines() if l.startswith("CMD ")]
 argv = shlex.split(cmds[-1][len("CMD "):]) if cmds else []
-if argv[:3] != ["exec", "datasette", "serve"]:
+if argv[:6] != ["exec", "datasette", "laion", "serve", "--workers", workers]:
     errors.append(f"unexpected CMD: {cmds}")
 from datasette_laion import site
 wanted = site.settings()
 got = {}
-i = 3
+i = 6
 positional = []
 while i < len(argv):
     arg = argv[i]

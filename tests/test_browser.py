@@ -4,10 +4,16 @@ images, planted payloads stay inert, safe mode hides and reveals.
 Needs Playwright's Python package and a Chromium (Debian's /usr/bin/chromium;
 `.ci/run` installs both); skipped with a reason otherwise. Screenshots go to
 $LAION_SCREENSHOTS (default: a temporary folder, printed)."""
+from urllib.parse import quote
+
 import pytest
 from browser_support import PNG
 
 DB = "/laion-aesthetic-6pls"
+
+
+# every image has loaded or failed (lazy thumbnails below the fold aside)
+SETTLED = "() => [...document.images].every(i => i.complete || i.loading === 'lazy')"
 
 
 class Page:
@@ -21,6 +27,8 @@ class Page:
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("console", self._console)
         self.page.on("dialog", self._dialog)
+        self.navigations = []
+        self.page.on("framenavigated", lambda frame: self.navigations.append(frame.url))
         self.page.route("**/*", self._route(server))
         if not safe_mode:
             self.page.goto(server + "/-/laion/health")
@@ -48,8 +56,15 @@ class Page:
 
         return handle
 
-    def goto(self, url):
-        self.page.goto(url, wait_until="networkidle")
+    def goto(self, url, settled=False):
+        """Load url; with settled, return as soon as every image has loaded
+        or failed (its error handlers have run) instead of waiting for the
+        network to be idle for half a second."""
+        if not settled:
+            self.page.goto(url, wait_until="networkidle")
+            return self.page
+        self.page.goto(url, wait_until="load")
+        self.page.wait_for_function(SETTLED, timeout=5000)
         return self.page
 
     def close(self):
@@ -57,15 +72,22 @@ class Page:
 
 
 def assert_inert(page):
+    """Nothing from the data or the address became markup that runs: no
+    injected image, no event handler attribute, no script from elsewhere or
+    inline script calling alert, no javascript:/data:/vbscript: link or source,
+    no frame."""
     injected = page.evaluate(
         """() => ({
             injectedImages: document.querySelectorAll('img[src="x"], img[onerror]').length,
-            handlers: document.querySelectorAll('[onerror], [onload], [onclick]').length,
+            handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => /^on/i.test(a.name))).length,
             scripts: [...document.scripts].map(s => s.src || 'inline').filter(s => s !== 'inline' && !s.startsWith(location.origin + '/')),
-            jsLinks: [...document.querySelectorAll('a[href], img[src]')].filter(e => /^\\s*(javascript|data|vbscript):/i.test(e.getAttribute('href') || e.getAttribute('src'))).length,
+            alertScripts: [...document.scripts].filter(s => /alert\\(/.test(s.textContent)).length,
+            jsLinks: [...document.querySelectorAll('a[href], area[href], img[src], iframe[src], form[action], embed[src], object[data], link[href]')]
+                .filter(e => /^\\s*(javascript|data|vbscript):/i.test(e.getAttribute('href') || e.getAttribute('src') || e.getAttribute('action') || e.getAttribute('data') || '')).length,
+            frames: document.querySelectorAll('iframe, frame, object, embed, base').length,
         })"""
     )
-    assert injected == {"injectedImages": 0, "handlers": 0, "scripts": [], "jsLinks": 0}
+    assert injected == {"injectedImages": 0, "handlers": 0, "scripts": [], "alertScripts": 0, "jsLinks": 0, "frames": 0}
 
 
 @pytest.mark.parametrize(
@@ -98,27 +120,135 @@ def test_pages_load_without_errors(browser, server, screenshots, name, path):
         page.close()
 
 
-def test_planted_payloads_stay_inert(browser, server, screenshots):
+def _payload_rows(db_path):
+    """One rowid for each planted payload of the sample generator, and the
+    id of the host whose URLs carry markup."""
+    import sqlite3
+
+    from datasette_laion.sample import AWKWARD_CAPTIONS, AWKWARD_URLS
+
+    conn = sqlite3.connect(f"file:{db_path}?immutable=1", uri=True)
+    markup = [u for u, kind in AWKWARD_URLS if "URL" in kind and ("markup" in kind or "injection" in kind or ":" in kind)]
+    markup += [c for c, kind in AWKWARD_CAPTIONS if kind in ("script tag", "attribute injection", "javascript: link", "javascript: text")]
+    rows = sorted({conn.execute("select min(rowid) from images where url = ? or text = ?", [v, v]).fetchone()[0] for v in markup} - {None})
+    evil = conn.execute("select id from domain where domain = 'evil.example.com'").fetchone()[0]
+    conn.close()
+    return rows, evil, markup
+
+
+XSS = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(2)>'
+SVG = "<svg onload=alert(3)>"
+
+
+def _page_kinds(db_path):
+    """(name, path): every kind of page, showing the planted payload rows, or
+    with payloads in its address."""
+    rows, evil, markup = _payload_rows(db_path)
+    q = quote
+    js_url = next(v for v in markup if v.startswith("javascript:"))
+    markup_url = next(v for v in markup if v.startswith("https://evil") and "script" in v)
+    kinds = [
+        ("home", f"/?q={q(XSS)}"),
+        ("table-no-host", f"{DB}/images?domain_id__isnull=1&_size=max"),
+        ("table-evil-host", f"{DB}/images?domain_id={evil}&_size=100"),
+        ("table-labels", f"{DB}/images?domain_id={evil}&_labels=on&_col=url&_col=text&_col=domain_id"),
+        ("search-script", f"{DB}/images?_search=script+alert&_searchmode=raw&_size=100"),
+        ("search-javascript", f"{DB}/images?_search=javascript&_size=100"),
+        ("search-hostile-words", f"{DB}/images?_search={q(IMG)}&_size=100"),
+        ("gallery-onerror", f"{DB}/images?_search=onerror&_view=gallery&_size=100"),
+        ("gallery-evil-host", f"{DB}/images?_domain=evil.example.com&_view=gallery&_size=100"),
+        ("browse-filtered", f"{DB}/images?_view=table&punsafe__lte=1&_size=20&_next={rows[0] - 1}"),
+        ("stats", f"/-/laion/stats?x={q(SVG)}"),
+        ("mywork-evil-host", "/-/laion/mywork?q=evil.example.com"),
+        ("mywork-markup-url", f"/-/laion/mywork?q={q(markup_url)}"),
+        ("sql-payload-rows", f"{DB}?sql=" + q("select rowid, url, text, punsafe from images where domain_id is null or text like '%<%' or url like '%<%'")),
+        ("sql-payload-literal", f"{DB}?sql=" + q(f"select '{XSS}' as a, '{IMG}' as b, 'javascript:alert(4)' as url")),
+        ("facet-artists", f"{DB}/artists?_facet=category&name__contains={q(XSS)}"),
+        ("facet-registered-domain", f"{DB}/registered_domain?_facet=hosts&registered_domain__notlike={q(IMG)}"),
+        ("error-sort", f"{DB}/images?_sort={q(XSS)}"),
+        ("error-column", f"{DB}/images?{q(IMG)}=1"),
+        ("error-filter", f"{DB}/images?text__contains={q(XSS)}"),
+        ("error-row", f"{DB}/images/{q(XSS, safe='')}"),
+        ("error-search-syntax", f"{DB}/images?_search={q(IMG)}&_searchmode=raw"),
+        ("error-sql", f"{DB}?sql={q(XSS)}"),
+        ("error-facet", f"{DB}/images?_facet={q(SVG)}"),
+        ("error-query-parameter", f"{DB}/images_for_name?name={q(XSS)}&_timelimit={q(IMG)}"),
+        ("error-mywork-kind", f"/-/laion/mywork?kind={q(XSS)}&q=x"),
+        ("error-next", f"{DB}/images?_next={q(SVG)}"),
+    ]
+    kinds += [(f"row-{rowid}", f"{DB}/images/{rowid}") for rowid in rows]
+    queries = {
+        "figures": "", "top_domains": "", "top_registered_domains": "", "artist_counts": "", "celebrity_counts": "",
+        "character_counts": "", "images_for_name": "?name=script", "domain_lookup": "?domain=evil.example.com",
+        "images_from_domain": "?domain=evil.example.com", "image_by_url": f"?url={q(js_url)}",
+    }
+    kinds += [(f"query-{name}", f"{DB}/{name}{args}") for name, args in queries.items()]
+    kinds += [("query-image-by-markup-url", f"{DB}/image_by_url?url={q(markup_url)}")]
+    return kinds
+
+
+@pytest.fixture(scope="module")
+def page_kinds(built):
+    return dict(_page_kinds(built.path))
+
+
+KIND_NAMES = [
+    "home", "table-no-host", "table-evil-host", "table-labels", "search-script", "search-javascript",
+    "search-hostile-words", "gallery-onerror", "gallery-evil-host", "browse-filtered", "stats", "mywork-evil-host",
+    "mywork-markup-url", "sql-payload-rows", "sql-payload-literal", "facet-artists", "facet-registered-domain",
+    "error-sort", "error-column", "error-filter", "error-row", "error-search-syntax", "error-sql", "error-facet",
+    "error-query-parameter", "error-mywork-kind", "error-next", "rows", "queries",
+]
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_planted_payloads_stay_inert(browser, server, screenshots, page_kinds, kind):
+    """Every kind of page, with safe mode off (every image shown): the
+    payloads of the data and of the address are text, nothing runs."""
+    if kind in ("rows", "queries"):
+        prefix = {"rows": "row-", "queries": "query-"}[kind]
+        paths = {n: p for n, p in page_kinds.items() if n.startswith(prefix)}
+        assert len(paths) >= 8
+    else:
+        paths = {kind: page_kinds[kind]}
     page = Page(browser, server, safe_mode=False)
     try:
-        for i, path in enumerate([
-            f"{DB}/images?_search=script+alert&_searchmode=raw&_size=max",
-            f"{DB}/images?_search=onerror&_view=gallery&_size=max",
-            f"{DB}/images?_search=javascript&_size=max",
-            f"{DB}/images?url__contains=javascript&_size=50",
-            f"{DB}/images?url__contains=evil.example.com&_size=50",
-            f"{DB}/images?url__startswith=data:&_size=50",
-        ]):
-            p = page.goto(server + path)
-            p.screenshot(path=str(screenshots / f"payloads-{i}.png"))
-            assert page.dialogs == [], path
-            assert page.errors == [], path
+        for name, path in paths.items():
+            p = page.goto(server + path, settled=True)
+            assert page.dialogs == [] and page.errors == [], (name, page.dialogs, page.errors)
             assert_inert(p)
-            # reveal everything and look again
+            # reveal everything hidden, hover and look again
             p.evaluate("document.querySelectorAll('.laion-reveal').forEach(b => b.click())")
-            p.wait_for_timeout(200)
-            assert page.dialogs == [] and page.errors == []
+            p.evaluate("document.querySelectorAll('td, .laion-caption').forEach(e => e.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})))")
+            p.wait_for_function(SETTLED, timeout=5000)
+            assert page.dialogs == [] and page.errors == [], name
             assert_inert(p)
+            assert all(url.startswith(server) for url in page.navigations), page.navigations
+            if len(paths) == 1 or name.endswith(("-1", "figures")):
+                p.screenshot(path=str(screenshots / f"payloads-{name}.png"))
+        # the planted payloads were on these pages: as text, or attribute values
+        if kind in ("table-no-host", "sql-payload-rows"):
+            assert "javascript:alert" in p.inner_text("body") and "data:image/svg+xml" in p.inner_text("body")
+        if kind in ("table-evil-host", "gallery-evil-host", "sql-payload-rows", "search-script", "error-sort"):
+            assert p.evaluate(
+                """() => document.body.innerText.includes('<script>alert(') || [...document.querySelectorAll('*')]
+                    .some(e => [...e.attributes].some(a => a.value.includes('<script>alert(')))"""
+            )
+    finally:
+        page.close()
+
+
+def test_a_refusal_page(browser, server, screenshots):
+    """What a visitor sees for a request the site refuses: Datasette's error
+    page, saying what to do instead."""
+    page = Page(browser, server)
+    try:
+        p = page.goto(server + f"{DB}/images?_sort=url")
+        p.screenshot(path=str(screenshots / "refusal.png"))
+        assert p.inner_text("h1") == "Not available on this table"
+        assert "sort by one of rowid, punsafe, pwatermark, aesthetic, domain_id, url_hash, or search" in p.inner_text("body")
+        assert page.errors == []
     finally:
         page.close()
 
@@ -139,7 +269,8 @@ def test_safe_mode_hides_and_reveals(browser, server, screenshots):
         p.wait_for_load_state("networkidle")
         assert "Safe mode: off" in p.inner_text(".laion-safe-toggle")
         assert p.eval_on_selector_all(".laion-hidden", "els => els.length") == 0
-        assert p.eval_on_selector_all("td.col-url img", "els => els.length") == 10
+        # every thumbnail shown (a dead one, pinimg here, becomes its placeholder)
+        assert p.eval_on_selector_all("td.col-url img, td.col-url .laion-broken", "els => els.length") == 10
         p.screenshot(path=str(screenshots / "safe-mode-off.png"))
         p.click(".laion-safe-toggle button")
         p.wait_for_load_state("networkidle")
@@ -153,7 +284,10 @@ def test_dead_images_get_a_placeholder(browser, server, screenshots):
     page = Page(browser, server)
     try:
         p = page.goto(server + f"{DB}/images?_search=the&_domain=i.pinimg.com&punsafe__lt=0.5&_size=10")
-        p.wait_for_timeout(300)
+        # thumbnails are lazy: the last rows' load (and fail) once scrolled near
+        p.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        p.wait_for_function("() => document.querySelectorAll('.laion-broken').length >= 10", timeout=10000)
+        p.evaluate("window.scrollTo(0, 0)")
         assert p.eval_on_selector_all(".laion-broken", "els => els.length") == 10
         assert "image no longer available" in p.inner_text(".laion-broken >> nth=0")
         p.screenshot(path=str(screenshots / "dead-images.png"))

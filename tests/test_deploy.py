@@ -146,12 +146,13 @@ def test_dry_run_refuses_an_existing_directory(tmp_path):
 
 def test_cmd_opens_the_database_once_through_the_plugin_config(dry_run):
     argv = dockerfile_cmd(dry_run)
-    assert argv[:3] == ["exec", "datasette", "serve"]
+    # one worker process per vCPU of fly.toml's [[vm]] (shared-cpu-2x)
+    assert argv[:6] == ["exec", "datasette", "laion", "serve", "--workers", "2"]
     # no -i, no database file, no /data/*.db glob, no bash -c wrapper
     assert "-i" not in argv and "--immutable" not in argv and "--create" not in argv
     assert not any("/data" in arg or arg.endswith(".db") for arg in argv), argv
     options_with_values = {"--host", "--inspect-file", "--metadata", "--version-note", "--setting", "--port"}
-    i, positional = 3, []
+    i, positional = 6, []
     while i < len(argv):
         if argv[i] == "--setting":
             i += 3

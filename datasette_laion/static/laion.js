@@ -58,5 +58,18 @@
       el.appendChild(button);
     });
   }
+  // On a guarded table (guard.py) the column menu offers no descending sort
+  // where the site refuses it: hide it once Datasette's table.js has shown it.
+  document.addEventListener("click", function (event) {
+    var icon = event.target.closest && event.target.closest(".dropdown-menu-icon");
+    var only = window.LAION_ASCENDING_ONLY;
+    if (!icon || !only) return;
+    var column = icon.closest("th").getAttribute("data-column");
+    setTimeout(function () {
+      document.querySelectorAll(".dropdown-menu a.dropdown-sort-desc").forEach(function (a) {
+        if (only.indexOf(column) !== -1) a.parentNode.style.display = "none";
+      });
+    }, 0);
+  }, true);
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
 })();

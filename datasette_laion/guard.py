@@ -1,0 +1,769 @@
+"""Keep every request to a big table cheap, and every bad request a 400.
+
+Datasette answers any table request it can express in SQL: a sort on any
+column, a filter on any column, facets, counts. On the 12M-row images table
+most of these read every row (seconds each, or a timeout after burning the
+time limit). The guard looks at a table request before Datasette does and
+either passes it on, passes it on rewritten to something an index answers
+(with a note for the page), or refuses it with a 400 that says what to do
+instead. It also refuses, for every table, the malformed parameters on which
+Datasette 0.65 answers HTTP 500 (``_sort_desc=nope``, ``_timelimit=abc``,
+``x__in=[``, ``_through=junk``, ``_facet={``).
+
+The decisions are pure functions of a ``Table`` (what the database says about
+the table: columns, indexes, row count) and the query string; the ASGI glue
+that gathers the ``Table`` and answers is at the end of the module, with the
+SQLite limits put on every connection. The rules for a guarded table:
+
+* sort by a column that leads an index, or the rowid/primary key; descending
+  only in the table's own order (Datasette's next-page SQL for a descending
+  sort, ``col < :v or col is null or ...``, cannot seek an index);
+* filter on such columns only, with operators an index answers
+  (=, >, >=, <, <=, isnull, notnull, notblank), one column at a time, sorted
+  by that column or, for an exact value, in the table's own order (its index
+  gives the rows in rowid order);
+* a filtered page in the table's own order that no index gives in that order
+  (a range, several columns, an unindexed score) goes to the search form's
+  browsing (search.run_browse, bounded scans) by a redirect, for the images
+  table; elsewhere it is read in the filtered column's order, with a note;
+* no count of a filtered page (``_nocount=1``, and the page says so), no
+  facets, no ``_where``, ``_through``, column search or CSV streaming.
+
+A table is guarded when it is listed in ``guarded_tables`` (with its
+full-text index tables), or has at least ``big_table_rows`` rows, or its row
+count is unknown.
+"""
+import json
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+from urllib.parse import parse_qsl, urlencode
+
+from datasette.filters import Filters
+from datasette.utils import tilde_decode, urlsafe_components
+
+# Datasette's filter operators (col__op=value), and those an index answers.
+LOOKUPS = frozenset(key for key, _, _ in Filters([]).lookups())
+INDEX_LOOKUPS = ("exact", "gt", "gte", "lt", "lte", "isnull", "notnull", "notblank")
+# An exact value's rows come from its index in rowid (primary key) order.
+EQUALITY_LOOKUPS = frozenset({"exact", "isnull"})
+MAX_FACETS = 5  # facet parameters in one request, on any table
+FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_docsize", "_content", "_config")
+INT64 = re.compile(r"-?\d{1,18}")
+
+
+@dataclass(frozen=True)
+class Table:
+    """What the guard needs to know about a table."""
+
+    name: str
+    columns: tuple
+    primary_keys: tuple = ()
+    indexed: frozenset = frozenset()  # columns that lead an index
+    count: Optional[int] = None
+    guarded: bool = False
+    is_view: bool = False
+    fts: bool = False  # Datasette's table search applies to it
+    sortable: Optional[frozenset] = None  # metadata's sortable_columns
+    default_sort: Optional[tuple] = None  # metadata's (column, descending)
+    # A column whose descending order is the rowid order (images, stored best
+    # first: aesthetic); sorting by it descending is the table's own order.
+    natural: Optional[str] = None
+    # Whether the search form's browsing (search_view) answers its filtered
+    # pages in the table's own order (images).
+    browse: bool = False
+
+    @property
+    def rowid(self):
+        return not self.primary_keys and not self.is_view
+
+    @property
+    def key(self):
+        """The column of the table's own order: rowid, or its primary key."""
+        if self.rowid:
+            return "rowid"
+        return self.primary_keys[0] if self.primary_keys else None
+
+    @property
+    def filterable(self):
+        return set(self.columns) | ({"rowid"} if self.rowid else set())
+
+    @property
+    def sort_columns(self):
+        """The columns Datasette itself lets you sort by."""
+        found = set(self.sortable) if self.sortable is not None else set(self.columns)
+        return found | ({"rowid"} if self.rowid else set())
+
+    @property
+    def cheap_columns(self):
+        """Columns an index answers, in the table's column order."""
+        cheap = set(self.indexed) | ({self.key} if self.key else set())
+        cheap &= self.sort_columns | ({self.key} if self.key else set())
+        ordered = [c for c in ([self.key] if self.rowid else []) + list(self.columns) if c in cheap]
+        return list(dict.fromkeys(ordered))
+
+
+@dataclass
+class Decision:
+    """What to do with a request: refuse it (status 400 with a title and a
+    message), redirect it (302, to the same path with ``query``), or pass it
+    on, as ``query`` (a rewritten query string) when set, with ``notes`` for
+    the page. ``sortable`` and ``filter_columns`` are what a guarded table's
+    page may offer."""
+
+    status: int = 200
+    title: str = ""
+    message: str = ""
+    query: Optional[str] = None
+    notes: list = field(default_factory=list)
+    sortable: Optional[list] = None
+    filter_columns: Optional[list] = None
+
+    @property
+    def refused(self):
+        return self.status >= 400
+
+
+class Refusal(Exception):
+    def __init__(self, title, message):
+        super().__init__(message)
+        self.title, self.message = title, message
+
+
+def _bad(message):
+    return Refusal("Invalid request", message)
+
+
+def _unavailable(message):
+    return Refusal("Not available on this table", message)
+
+
+def split_filter(key):
+    """(column, lookup) of a filter parameter, as Datasette reads it."""
+    if "__" in key:
+        column, lookup = key.rsplit("__", 1)
+        return column, lookup
+    return key, "exact"
+
+
+def is_filter(key):
+    """Datasette treats every parameter as a filter except _name ones."""
+    return not (key.startswith("_") and "__" not in key)
+
+
+def _first(pairs, key):
+    for k, v in pairs:
+        if k == key:
+            return v
+    return None
+
+
+def _clip(value, length=60):
+    value = str(value)
+    return value if len(value) <= length else value[: length - 1] + "…"
+
+
+def _listing(names, limit=12):
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_common(pairs):
+    """Checks for every database, table and query page: raises Refusal."""
+    limit = _first(pairs, "_timelimit")
+    if limit and not (limit.isascii() and limit.isdigit()):
+        raise _bad(f"_timelimit: a number of milliseconds (it can only lower the time limit), not {_clip(limit)!r}")
+
+
+def check_allow_debug(pairs):
+    """/-/allow-debug's actor and allow: JSON it can compare (Datasette 0.65
+    fails with a 500 on others)."""
+
+    def scalars(value):
+        return all(isinstance(v, (str, int, float, bool)) or v is None for v in (value if isinstance(value, list) else [value]))
+
+    for key, allowed in (("actor", (dict, type(None))), ("allow", (dict, bool, type(None)))):
+        raw = _first(pairs, key)
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue  # the page says so itself
+        if not isinstance(value, allowed) or (isinstance(value, dict) and not all(scalars(v) for v in value.values())):
+            raise _bad(f"{key}: a JSON object of names and values, such as {{\"id\": \"root\"}}")
+
+
+def _check_json_params(pairs):
+    facets = 0
+    for key, value in pairs:
+        if key.startswith("_facet"):
+            if key != "_facet_size":
+                facets += 1
+            if value.startswith("{"):
+                try:
+                    config = json.loads(value)
+                except ValueError:
+                    config = None
+                if not isinstance(config, dict) or not isinstance(config.get("column", config.get("simple")), str):
+                    raise _bad(f'{key}: a column name, or JSON such as {{"simple": "column"}}, not {_clip(value)!r}')
+        elif key == "_through":
+            try:
+                through = json.loads(value)
+            except ValueError:
+                through = None
+            if not (
+                isinstance(through, dict)
+                and all(isinstance(through.get(k), str) for k in ("table", "column"))
+                and isinstance(through.get("value"), (str, int, float))
+            ):
+                raise _bad('_through: JSON such as {"table": "t", "column": "c", "value": "v"}')
+        elif is_filter(key) and split_filter(key)[1] in ("in", "notin") and value.startswith("["):
+            try:
+                values = json.loads(value)
+            except ValueError:
+                values = None
+            if not isinstance(values, list) or not all(
+                v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values
+            ):
+                raise _bad(f"{key}: a comma-separated list, or a JSON list of values, not {_clip(value)!r}")
+            if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values):
+                raise _bad(f"{key}: a number too large for the database")
+    if facets > MAX_FACETS:
+        raise _bad(f"at most {MAX_FACETS} facets at a time")
+
+
+def _sort_of(table, pairs):
+    """(column, descending, explicit) of the requested order, or None."""
+    sort, sort_desc = _first(pairs, "_sort") or None, _first(pairs, "_sort_desc") or None
+    if sort and sort_desc:
+        raise _bad("use either _sort or _sort_desc, not both")
+    if sort or sort_desc:
+        return (sort or sort_desc, bool(sort_desc), True)
+    if table.default_sort:
+        return (*table.default_sort, False)
+    return None
+
+
+def _filters(table, pairs):
+    """[(key, column, lookup, value)] of the filter parameters; raises
+    Refusal for a column or an operator that does not exist."""
+    found = []
+    for key, value in pairs:
+        if not is_filter(key):
+            continue
+        column, lookup = split_filter(key)
+        if lookup not in LOOKUPS:
+            raise _bad(f"{_clip(key)}: no such filter; use column__op with op one of {', '.join(sorted(LOOKUPS))}")
+        if column not in table.filterable:
+            raise _bad(f"{table.name} has no column {_clip(column)!r}; columns: {_listing(table.columns)}")
+        found.append((key, column, lookup, value))
+    return found
+
+
+def _is_natural(table, sort):
+    """Whether an order is the table's own order: (True, descending) or (False, None)."""
+    if sort is None:
+        return True, False
+    column, descending, _ = sort
+    if column == table.key:
+        return True, descending
+    if table.natural and column == table.natural:
+        # rowid order is this column descending, ties by rowid: exactly the
+        # order Datasette gives `_sort_desc=natural`.
+        return (True, False) if descending else (False, None)
+    return False, None
+
+
+def _check_next(table, pairs, sort):
+    token = _first(pairs, "_next")
+    if not token:
+        return
+    keys = 1 if table.rowid else max(len(table.primary_keys), 1)
+    parts = urlsafe_components(token)
+    # sorted pages' tokens are "value,key": Datasette reads them so
+    expected = keys + (1 if sort is not None else 0)
+    if len(parts) != expected or (table.rowid and not INT64.fullmatch(parts[-1])):
+        raise _bad(f"_next: {_clip(token)!r} is not a page token of this page; follow its Next page link")
+
+
+def decide(table, fmt, query_string):
+    """The Decision for a request to ``table`` (format None, "json", "csv")
+    with the given query string."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    try:
+        return _decide(table, fmt, pairs)
+    except Refusal as ex:
+        return Decision(status=400, title=ex.title, message=ex.message)
+
+
+def _decide(table, fmt, pairs):
+    check_common(pairs)
+    _check_json_params(pairs)
+    original = list(pairs)
+    # A blank search (Datasette's own filter form always sends one) is no
+    # search; Datasette would run it, and FTS5 refuses an empty query.
+    if table.fts and any(k == "_search" and not v.strip() for k, v in pairs):
+        pairs = [(k, v) for k, v in pairs if not (k == "_search" and not v.strip())]
+        if _first(pairs, "_search") is None:
+            pairs = [(k, v) for k, v in pairs if k != "_searchmode"]
+    sort = _sort_of(table, pairs)
+    if sort and sort[2] and sort[0] not in table.sort_columns:
+        offered = table.cheap_columns if table.guarded else sorted(table.sort_columns)
+        raise _bad(f"cannot sort {table.name} by {_clip(sort[0])!r}: sort by one of {_listing(offered)}")
+    if table.is_view and _first(pairs, "_next") and not _first(pairs, "_next").isdigit():
+        raise _bad("_next: a page token is a number for this view; follow its Next page link")
+    filters = _filters(table, pairs)
+    if not table.guarded:
+        if not table.is_view:
+            _check_next(table, pairs, sort)
+        return Decision(query=urlencode(pairs) if pairs != original else None)
+    _refuse_scans(table, fmt, pairs, sort)
+    browse = _browse_redirect(table, fmt, pairs, sort, filters)
+    if browse is not None:
+        return Decision(status=302, query=browse)
+    _refuse_filters(table, sort, filters)
+    pairs, sort, notes = _cheap_order(table, pairs, sort, filters)
+    if (filters or table.count is None) and _first(pairs, "_nocount") != "1":
+        pairs = [(k, v) for k, v in pairs if k != "_nocount"] + [("_nocount", "1")]
+    if filters:
+        notes.append(f"Not counted: counting the rows of a filter could read most of the {_rows(table)} of {table.name}.")
+    _check_next(table, pairs, sort)
+    return Decision(
+        query=urlencode(pairs) if pairs != original else None,
+        notes=notes,
+        sortable=_offered_sorts(table, filters, sort),
+        filter_columns=table.cheap_columns,
+    )
+
+
+def _descending_ok(table, column):
+    """Descending order only where its next pages come from an index seek:
+    the table's own order (rowid, primary key) and the natural column.
+    Datasette's next-page SQL for a descending sort on any other column
+    (``col < :v or col is null or ...``) reads most of the table."""
+    return column in (table.key, table.natural)
+
+
+def _offered_sorts(table, filters, sort):
+    """The sorts a page may link to. A column's header links to its
+    ascending order, and the sorted column's header to its descending
+    order: only where that is cheap too."""
+    if not filters:
+        offered = table.cheap_columns
+    else:
+        column = filters[0][1]
+        keeps_order = column in (table.key, table.natural) or {f[2] for f in filters} <= EQUALITY_LOOKUPS
+        offered = [c for c in dict.fromkeys([column, table.key if keeps_order else None]) if c]
+    current = sort[0] if sort and not sort[1] else None
+    return [c for c in offered if c != current or _descending_ok(table, c)]
+
+
+def _browse_redirect(table, fmt, pairs, sort, filters):
+    """The query string of the search form's browsing (search_view, `_view=
+    table`) for a filtered request in the table's own order that Datasette
+    could only answer by reading many rows, or None. The browsing answers
+    those filters with indexes and bounded scans, best first."""
+    if not (table.browse and fmt in (None, "json") and filters):
+        return None
+    natural, descending = _is_natural(table, sort)
+    if not natural or descending:
+        return None
+    from .search import FILTER_COLUMNS, OPERATORS
+
+    if not all(c in FILTER_COLUMNS and op in OPERATORS for _, c, op, _ in filters):
+        return None
+    columns = {c for _, c, _, _ in filters}
+    if len(columns) == 1 and {op for _, _, op, _ in filters} <= EQUALITY_LOOKUPS and columns <= set(table.cheap_columns):
+        return None  # one exact value: its index gives the rows in the table's order
+    out = []
+    for k, v in pairs:
+        if k in ("_sort", "_sort_desc", "_view", "_nocount"):
+            continue
+        if k == "_next" and "," in v:
+            v = v.rsplit(",", 1)[1]
+        out.append((k, v))
+    return urlencode(out + [("_view", "table")])
+
+
+def _rows(table):    return f"{table.count:,} rows" if table.count is not None else "rows"
+
+
+def _refuse_scans(table, fmt, pairs, sort):
+    """Raise Refusal for what a guarded table cannot answer from an index."""
+    cheap = table.cheap_columns
+    size = _rows(table)
+    keys = {k for k, _ in pairs}
+    if table.fts and any(k == "_search" or k.startswith("_search_") for k in keys):
+        raise _unavailable(
+            "Search the images on their HTML and JSON pages (images?_search=words, images.json?_search=words), "
+            "with one search box for the captions"
+            + ("" if table.natural else f": {table.name} offers no search of its own")
+        )
+    for key in sorted(keys & {"_fts_table", "_fts_pk", "_where", "_through"}):
+        hint = ": write the query in the SQL editor" if key == "_where" else ""
+        raise _unavailable(f"{key} is not available on {table.name}{hint}")
+    if any(k.startswith("_facet") and k != "_facet_size" for k in keys):
+        raise _unavailable(
+            f"Facets count all {size} of {table.name}: not offered here. Images per domain are in the domain "
+            "table (sorted by image_counts), score distributions on the statistics page (/-/laion/stats)"
+        )
+    if fmt == "csv" and _first(pairs, "_stream"):
+        raise _unavailable(
+            f"Streaming all {size} of {table.name} as CSV is not offered: a CSV page holds up to 1,000 rows "
+            "(_size=max); follow the next page with _next"
+        )
+    if sort and sort[0] not in cheap:
+        raise _unavailable(
+            f"Sorting {table.name} by {sort[0]} would sort all {size}: sort by one of {', '.join(cheap)}"
+            + (", or search" if table.fts or table.natural else "")
+        )
+    if sort and sort[1] and sort[2] and not _descending_ok(table, sort[0]):
+        own = f"best first or worst first (_sort_desc={table.key})" if table.natural else f"_sort_desc={table.key}"
+        raise _unavailable(
+            f"Descending order of {sort[0]} is not offered on {table.name}: its next pages would read most of the "
+            f"{size}. Sort by {sort[0]} ascending (_sort={sort[0]}), from a starting value with a filter "
+            f"({sort[0]}__gte=...), or use {own}"
+        )
+
+
+def _refuse_filters(table, sort, filters):
+    cheap = table.cheap_columns
+    size = _rows(table)
+    gallery = ". The gallery combines filters on any score: images?_view=gallery&aesthetic__gte=7&width__gt=1000" if table.browse else ""
+    for key, column, lookup, _ in filters:
+        if column not in cheap or lookup not in INDEX_LOOKUPS:
+            raise _unavailable(
+                f"The filter {_clip(key)} would read all {size} of {table.name}: filter on {', '.join(cheap)} "
+                f"with {', '.join('__' + op for op in INDEX_LOOKUPS)}"
+                + (". To find words in captions, search them (_search=words)" if column == "text" else "")
+                + (". To look up an image by its address, use the image_by_url query" if column == "url" else "")
+                + gallery
+            )
+    columns = list(dict.fromkeys(column for _, column, _, _ in filters))
+    if len(columns) > 1:
+        raise _unavailable(
+            f"Filters on several columns at once ({', '.join(columns)}) can read millions of rows of "
+            f"{table.name} in this order: filter on one column" + gallery
+        )
+
+
+def _cheap_order(table, pairs, sort, filters):
+    """(pairs, sort, notes): the order a page is read in, from one index.
+    Raises Refusal for a sort that index cannot give."""
+    notes = []
+    natural, descending = _is_natural(table, sort)
+    if not filters:
+        if natural and sort and sort[0] == table.natural and _first(pairs, "_next"):
+            # best first asked as aesthetic desc: its next pages in rowid order
+            pairs, sort = _unsort(table, pairs)
+        return pairs, sort, notes
+    column = filters[0][1]
+    lookups = {lookup for _, _, lookup, _ in filters}
+    if not natural:
+        if sort[0] != column:
+            raise _unavailable(
+                f"With a filter on {column}, sort by {column} or leave the sort out: sorting the rows of a filter "
+                f"by another column ({sort[0]}) can read millions of rows"
+            )
+        return pairs, sort, notes
+    if lookups <= EQUALITY_LOOKUPS or column == table.key:
+        # an exact value's rows come from its index in the table's own order
+        if sort and sort[0] not in (table.key,):  # e.g. best first asked as aesthetic desc
+            pairs, sort = _unsort(table, pairs)
+        return pairs, sort, notes
+    pairs, sort = _resort(pairs, column, False), (column, False, True)
+    if column != table.natural or not descending:
+        notes.append(f"Sorted by {column}: in the table's own order, a range of {column} could read most of its {_rows(table)}.")
+    return pairs, sort, notes
+
+
+def _resort(pairs, column, descending):
+    """pairs sorted by column (a token of the old order no longer fits)."""
+    out = [(k, v) for k, v in pairs if k not in ("_sort", "_sort_desc")]
+    out.append(("_sort_desc" if descending else "_sort", column))
+    return out
+
+
+def _unsort(table, pairs):
+    """(pairs, sort) in the table's own order; a token "value,key" keeps its key."""
+    out = []
+    for k, v in pairs:
+        if k in ("_sort", "_sort_desc"):
+            continue
+        if k == "_next" and "," in v:
+            key = v.rsplit(",", 1)[1]
+            v = f"{key},{key}" if table.default_sort else key
+        out.append((k, v))
+    if table.default_sort:  # the metadata's default order is not the table's own
+        out.append(("_sort", table.key))
+        return out, (table.key, False, True)
+    return out, None
+
+
+# SQLite's own limits on every connection of the site: what one query can
+# build in memory (randomblob(1e9), a group_concat of every caption) and how
+# long an SQL text may be. The longest value in the data is a few KB.
+SQLITE_LIMITS = {
+    "SQLITE_LIMIT_LENGTH": 1_000_000,  # bytes of any one string, blob or row
+    "SQLITE_LIMIT_SQL_LENGTH": 100_000,  # characters of SQL
+    "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 10_000,
+}
+
+
+def limit_connection(conn):
+    """Apply SQLITE_LIMITS to a connection (Python 3.11+ has setlimit), and
+    put printf()/format() behind a check: SQLite's "%.Nc" repeats a character
+    N times in one step, seconds that no time limit interrupts."""
+    if hasattr(conn, "setlimit"):
+        for name, value in SQLITE_LIMITS.items():
+            conn.setlimit(getattr(sqlite3, name), value)
+    conn.create_function("printf", -1, printf)
+    conn.create_function("format", -1, printf)
+
+
+# A printf conversion: flags, width, precision, size, type.
+PRINTF_RE = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d*))?(?:ll|l)?([a-zA-Z%]|$)")
+_printf_local = threading.local()
+
+
+def printf(*args):
+    """SQLite's printf(), or NULL (as SQLite gives for a result over its
+    length limit) when a %c conversion would repeat more than that."""
+    if not args:
+        return None
+    template, values = args[0], list(args[1:])
+    if isinstance(template, str) and "c" in template:
+        for match in PRINTF_RE.finditer(template):
+            width, precision, kind = match.groups()
+            if kind == "%":
+                continue
+            if width == "*":
+                values = values[1:]
+            if precision == "*":
+                precision, values = (values[0] if values else 0), values[1:]
+            values = values[1:]
+            try:
+                repeat = abs(int(precision or 0))
+            except (TypeError, ValueError):
+                repeat = 0
+            if kind == "c" and repeat > SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"]:
+                return None
+    conn = getattr(_printf_local, "conn", None)
+    if conn is None:
+        conn = _printf_local.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        if hasattr(conn, "setlimit"):
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"])
+    try:
+        return conn.execute(f"select printf({', '.join('?' * len(args))})", args).fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+# ------------------------------------------------------------------ the glue
+
+ROUTE_RE = re.compile(r"^/(?P<database>[^/.]+)(?:/(?P<table>[^/.]+))?(?:\.(?P<format>\w+))?$")
+ROW_RE = re.compile(r"^/(?P<database>[^/.]+)/(?P<table>[^/.]+)/(?P<pks>[^/]+?)(?:\.(?P<format>\w+))?$")
+
+
+def parse_path(path):
+    """(database route, table or None, format or None) of a database or
+    table URL (base_url already removed), else None."""
+    match = ROUTE_RE.match(path)
+    if not match:
+        return None
+    table = match.group("table")
+    return tilde_decode(match.group("database")), tilde_decode(table) if table else None, match.group("format")
+
+
+async def describe(datasette, db, name, config):
+    """The Table for ``name`` in ``db``, or None when it is no table or view;
+    kept for the life of an immutable database."""
+    cache = db.__dict__.setdefault("_laion_guard_tables", {})
+    if name in cache and not db.is_mutable:
+        return cache[name]
+    is_view = bool(await db.get_view_definition(name))
+    if not is_view and not await db.table_exists(name):
+        return None
+    table_metadata = datasette.table_metadata(db.name, name) or {}
+    guarded_names = await _guarded_names(db, config)
+
+    def read(conn):
+        indexed = set()
+        for index in conn.execute(f"pragma index_list([{name}])").fetchall():
+            first = conn.execute(f"pragma index_info([{index[1]}])").fetchone()
+            if first and first[2]:
+                indexed.add(first[2])
+        return indexed
+
+    indexed = await db.execute_fn(read)
+    columns = tuple(await db.table_columns(name))
+    pks = tuple(await db.primary_keys(name)) if not is_view else ()
+    counts = db.cached_table_counts if not db.is_mutable else None
+    if counts is None:
+        counts = await db.table_counts(limit=100)
+    count = counts.get(name) if counts else None
+    fts = bool(not is_view and (table_metadata.get("fts_table") or await db.fts_table(name)))
+    sort = table_metadata.get("sort")
+    sort_desc = table_metadata.get("sort_desc")
+    natural = "aesthetic" if name == "images" and "aesthetic" in columns and await _best_first(db) else None
+    browse = natural is not None and db.name == config["database"]  # search_view's browsing
+    big = not is_view and (count is None or count >= config["big_table_rows"])
+    table = Table(
+        name=name,
+        columns=columns,
+        primary_keys=pks,
+        indexed=frozenset(indexed | set(pks[:1])),
+        count=count,
+        guarded=name in guarded_names or big,
+        is_view=is_view,
+        fts=fts,
+        sortable=frozenset(table_metadata["sortable_columns"]) if "sortable_columns" in table_metadata else None,
+        default_sort=(sort, False) if sort else ((sort_desc, True) if sort_desc else None),
+        natural=natural,
+        browse=browse,
+    )
+    cache[name] = table
+    return table
+
+
+async def _guarded_names(db, config):
+    names = set(config["guarded_tables"])
+    for name in config["guarded_tables"]:
+        if await db.table_exists(name):
+            fts = await db.fts_table(name)
+            if fts:
+                names.add(fts)
+                names.update(fts + suffix for suffix in FTS_SHADOW_SUFFIXES)
+    return names
+
+
+async def _best_first(db):
+    """Whether the build stored images best first (build_info order)."""
+    try:
+        rows = (await db.execute("select value from build_info where key = 'order'")).rows
+    except sqlite3.Error:  # no build_info: not a database this project built
+        return False
+    return bool(rows) and rows[0][0] == "aesthetic desc"
+
+
+async def check(datasette, scope, receive, send, config):
+    """Check an HTTP request before Datasette answers it: returns the scope to
+    pass on (rewritten when the guard rewrote the query string), or None when
+    the guard has answered it with a 400."""
+    if scope.get("type") != "http":
+        return scope
+    raw_path = scope.get("raw_path") or b""
+    if not raw_path.isascii():
+        # Datasette decodes raw paths as ASCII and fails with a 500
+        return await _answer(datasette, scope, receive, send, None, "Invalid request",
+                             "The address holds characters that are not URL-encoded.")
+    path = raw_path.decode("ascii").partition("?")[0] if raw_path else scope.get("path", "")
+    base_url = datasette.setting("base_url")
+    if base_url != "/" and path.startswith(base_url):
+        path = "/" + path[len(base_url):]
+    if path == "/-/allow-debug":
+        try:
+            check_allow_debug(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        except Refusal as ex:
+            return await _answer(datasette, scope, receive, send, None, ex.title, ex.message)
+        return scope
+    route = parse_path(path)
+    if route is None:
+        return await _check_row(datasette, scope, receive, send, path, config)
+    database, name, fmt = route
+    try:
+        db = datasette.get_database(route=database)
+    except KeyError:
+        return scope
+    query_string = scope.get("query_string", b"").decode("latin-1")
+    table = None
+    is_table = name is not None and fmt in (None, "json", "csv")
+    if is_table and await datasette.get_canned_query(db.name, name, scope.get("actor")) is None:
+        table = await describe(datasette, db, name, config)
+    if table is None:  # the database page (SQL), a canned query, or no such table
+        try:
+            pairs = parse_qsl(query_string, keep_blank_values=True)
+            check_common(pairs)
+            if name is None and fmt == "csv" and not (_first(pairs, "sql") or "").strip():
+                # Datasette 0.65 fails with a 500 on the database page as CSV
+                raise _bad("CSV of a query: add ?sql=select ... (the database page itself has no CSV)")
+        except Refusal as ex:
+            return await _answer(datasette, scope, receive, send, fmt, ex.title, ex.message)
+        return scope
+    decision = decide(table, fmt, query_string)
+    if decision.status == 302:
+        from datasette.utils.asgi import Response
+
+        location = (raw_path.decode("ascii") if raw_path else scope["path"]).partition("?")[0] + "?" + decision.query
+        await Response.redirect(location).asgi_send(send)
+        return None
+    if decision.refused:
+        links = [(f"{table.name}, first page", datasette.urls.table(db.name, table.name))]
+        if table.natural:
+            links.append(("the gallery", datasette.urls.table(db.name, table.name) + "?_view=gallery"))
+        return await _answer(datasette, scope, receive, send, fmt, decision.title, decision.message, links=links)
+    scope = dict(scope, laion_guard={"table": table, "decision": decision})
+    if decision.query is not None:
+        scope["query_string"] = decision.query.encode("latin-1")
+    return scope
+
+
+async def _check_row(datasette, scope, receive, send, path, config):
+    """A row page of a table with a compound primary key needs a value for
+    each key (Datasette 0.65 fails with a 500 on fewer)."""
+    match = ROW_RE.match(path)
+    if not match:
+        return scope
+    try:
+        db = datasette.get_database(route=tilde_decode(match.group("database")))
+    except KeyError:
+        return scope
+    table = await describe(datasette, db, tilde_decode(match.group("table")), config)
+    if table is None or len(table.primary_keys) < 2:
+        return scope
+    if len(urlsafe_components(match.group("pks"))) != len(table.primary_keys):
+        return await _answer(
+            datasette, scope, receive, send, match.group("format"), "Not found",
+            f"A row of {table.name} is addressed by {', '.join(table.primary_keys)}, separated by commas", status=404,
+        )
+    return scope
+
+
+async def _answer(datasette, scope, receive, send, fmt, title, message, status=400, links=()):
+    from datasette.utils.asgi import Request
+
+    from .views import error_response
+
+    await datasette.invoke_startup()
+    scope = {**scope, "csrftoken": scope.get("csrftoken") or (lambda: "")}
+    request = Request(scope, receive)
+    response = await error_response(datasette, request, fmt, status, title, message, links)
+    await response.asgi_send(send)
+
+
+def notes_header(scope):
+    """The guard's notes for a page, as an HTTP header value (ASCII)."""
+    guard = scope.get("laion_guard")
+    notes = guard["decision"].notes if guard else []
+    return " ".join(notes).encode("ascii", "replace") if notes else None
+
+
+def template_vars(datasette, request, view_name):
+    """Template variables for a table page the guard passed: its notes, and
+    for a guarded table the sorts and filter columns it may offer (no facets,
+    no CSV streaming)."""
+    guard = request.scope.get("laion_guard") if request is not None and view_name == "table" else None
+    if not guard:
+        return {}
+    table, decision = guard["table"], guard["decision"]
+    ascending_only = [c for c in table.cheap_columns if not _descending_ok(table, c)] if table.guarded else []
+    found = {"laion_guard": {"notes": decision.notes, "guarded": table.guarded, "sortable": decision.sortable,
+                             "ascending_only": ascending_only}}
+    if table.guarded:
+        found["filter_columns"] = decision.filter_columns
+        found["settings"] = {**datasette.settings_dict(), "allow_csv_stream": False}
+    return found

@@ -1,0 +1,492 @@
+"""Serving under load: worker processes (serving.py) and the cheaper home and
+database pages, template look-ups and schema questions (fastpaths.py)."""
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from datasette.cli import cli as datasette_cli
+from datasette.database import Database
+from datasette.views.database import DatabaseView
+from jinja2 import DictLoader, Environment, TemplateNotFound
+
+from datasette_laion import fastpaths, serving, site
+
+DB = "laion-aesthetic-6pls"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def invoke(*args):
+    return CliRunner().invoke(datasette_cli, ["laion", *map(str, args)], catch_exceptions=False)
+
+
+# -- worker processes --------------------------------------------------------
+
+
+def children(pid):
+    """{pid: command line} of the processes whose parent is ``pid``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def holds_open(pid, path):
+    """True when ``pid`` has ``path`` open."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_for(condition, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    started = []
+
+    def start(*args, env=None):
+        port = free_port()
+        log = open(tmp_path / f"server-{port}.log", "w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "datasette_laion", "serve", *map(str, args), "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/-/laion/health", timeout=2).json()["status"] == "ready":
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            assert process.poll() is None, (tmp_path / f"server-{port}.log").read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        return process, base
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_workers_share_the_port_and_stop_cleanly(start_server, built, stop):
+    process, base = start_server(built.path, "--workers", "2")
+    kids = children(process.pid)
+    workers = [pid for pid, cmd in kids.items() if "spawn_main" in cmd]
+    assert len(workers) == 2, kids
+    assert "uvicorn" in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()  # the supervisor
+    # each worker ran the startup and `datasette serve`'s database checks: it
+    # holds the database open (as Datasette opens it: immutable, see below)
+    wait_for(lambda: all(holds_open(pid, built.path.resolve()) for pid in workers))
+    assert [(d["name"], d["is_mutable"]) for d in httpx.get(base + "/-/databases.json").json()] == [(DB, False)]
+    assert httpx.get(f"{base}/{DB}/images.json?_search=dog&_shape=array").json()
+    process.send_signal(stop)
+    assert process.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in kids if alive(pid)], "orphans left behind"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(base + "/-/laion/health", timeout=2)
+
+
+def test_workers_share_one_signing_secret(start_server, built):
+    """A CSRF token (or signed cookie) from any worker is good in every one:
+    the secret is generated once and handed to all, in their environment."""
+    process, base = start_server(built.path, "--workers", "2", env={"DATASETTE_SECRET": ""})
+    workers = [pid for pid, cmd in children(process.pid).items() if "spawn_main" in cmd]
+    secrets = {
+        next(v for k, _, v in (e.partition(b"=") for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+             if k == b"DATASETTE_SECRET")
+        for pid in workers
+    }
+    assert len(secrets) == 1 and len(secrets.pop()) == 64
+    for _ in range(12):  # new connections: the kernel hands them to either worker
+        with httpx.Client(base_url=base) as client:
+            page = client.get("/-/messages")
+            token = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
+        with httpx.Client(base_url=base, cookies={"ds_csrftoken": page.cookies["ds_csrftoken"]}) as client:
+            posted = client.post("/-/messages", data={"csrftoken": token, "message": "hi", "message_type": "INFO"})
+        assert posted.status_code == 302, posted.text
+
+
+def test_default_workers():
+    assert 1 <= serving.default_workers() <= serving.MAX_DEFAULT_WORKERS
+
+
+def test_serve_help():
+    result = invoke("serve", "--help")
+    assert result.exit_code == 0
+    assert "--workers INTEGER RANGE" in result.output
+    assert "--access-log / --no-access-log" in result.output and "[default: no-access-log]" in result.output
+    assert "laion serve [OPTIONS] [DB] [SERVE_OPTIONS]..." in result.output
+
+
+def test_one_process_options_go_to_datasette_serve(built):
+    result = invoke("serve", built.path, "--get", "/-/laion/health")
+    assert result.exit_code == 0 and json.loads(result.output)["status"] == "ready"
+    result = invoke("serve", built.path, "--workers", "2", "--get", "/")
+    assert result.exit_code == 2
+    assert result.output.endswith("Error: --get runs in one process: use --workers 1 with it\n")
+
+
+def test_serve_usage_errors(tmp_path):
+    result = invoke("serve")
+    assert result.exit_code == 2
+    assert "Error: Missing argument 'DB' (or a --metadata file whose datasette-laion plugin configuration has a " \
+           "database_path)." in result.output
+    result = invoke("serve", tmp_path / "missing.db")
+    assert result.exit_code == 2 and f"Error: Invalid value for 'DB': File '{tmp_path / 'missing.db'}' does not exist." \
+        in result.output
+
+
+def test_bad_plugin_config_stops_before_anything_listens(built, tmp_path):
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"plugins": {"datasette-laion": {"safe_mode_threshold": 7}}}))
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "datasette_laion", "serve", str(built.path), "-m", str(metadata), "-p", str(port),
+         "--workers", "2"], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.endswith("Error: datasette-laion: safe_mode_threshold must be a number from 0 to 1, not 7\n")
+
+
+async def lifespan(app, messages):
+    """Sends ``messages`` to ``app``'s lifespan; returns what it answered."""
+    queue = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    await asyncio.wait_for(app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send), 30)
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_worker_app_starts_datasette_before_serving(built, monkeypatch):
+    args = ["-i", str(built.path), "-m", str(site.METADATA_PATH), "--inspect-file", str(built.inspect_path),
+            *site.setting_args()]
+    monkeypatch.setenv(serving.ENV_OPTIONS, json.dumps({"args": args}))
+    app = serving.worker_app()
+    assert app.datasette.databases[DB].is_mutable is False
+    sent = await lifespan(app, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert app.datasette._startup_invoked and app.datasette.jinja_env.auto_reload is False
+    response = await app.datasette.client.get("/-/laion/health")
+    assert response.json()["status"] == "ready"
+
+
+@pytest.mark.asyncio
+async def test_worker_app_reports_a_failed_startup():
+    from datasette.app import Datasette
+
+    ds = Datasette(metadata={"plugins": {"datasette-laion": {"safe_mode_threshold": 7}}})
+    app = serving.WorkerApp(ds)
+    sent = await lifespan(app, [{"type": "lifespan.startup"}])
+    assert sent == ["lifespan.startup.failed"]
+    assert app.app is None
+
+
+# -- the home page -----------------------------------------------------------
+
+
+async def get(ds, path, **kwargs):
+    return await ds.client.get(path, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_home_page_is_datasettes(ds, monkeypatch):
+    """The same page Datasette's IndexView renders, without its SQL."""
+    ours = await get(ds, "/", cookies={"visitor": "1"})  # a cookie: not from the cache
+    monkeypatch.setattr(fastpaths, "uses_own_index", lambda datasette: False)
+    theirs = await get(ds, "/", cookies={"visitor": "1"})
+    assert ours.status_code == theirs.status_code == 200
+    assert ours.text == theirs.text
+    assert dict(ours.headers) == dict(theirs.headers)
+    assert "<title>LAION-Aesthetics" in ours.text and f'href="/{DB}/images"' in ours.text
+    # nothing on it for a visitor to post, so nothing carries a CSRF token (see the page cache)
+    assert "csrftoken" not in ours.text and 'method="post"' not in ours.text.lower()
+    assert (await get(ds, "/.json")).json()[DB]["tables_count"] > 5  # the JSON is Datasette's
+
+
+@pytest.mark.asyncio
+async def test_home_page_asks_no_sql(ds, monkeypatch):
+    await get(ds, "/")
+    calls = []
+    original = Database.execute_fn
+
+    async def counting(self, fn):
+        calls.append(self.name)
+        return await original(self, fn)
+
+    monkeypatch.setattr(Database, "execute_fn", counting)
+    assert (await get(ds, "/", cookies={"visitor": "1"})).status_code == 200
+    assert calls == []
+
+
+@pytest.mark.asyncio
+async def test_another_index_template_gets_datasettes_index(built, tmp_path):
+    (tmp_path / "index.html").write_text("{% for database in databases %}[{{ database.name }}: "
+                                         "{{ database.tables_count }} tables]{% endfor %}")
+    ds = site.make_datasette(built.path, built.inspect_path, template_dir=str(tmp_path))
+    response = await ds.client.get("/")
+    assert re.fullmatch(rf"\[{DB}: \d+ tables\]", response.text)
+
+
+# -- the database page and the page cache --------------------------------------
+
+
+def without_timing(text):
+    text = re.sub(r"Queries took [\d.]+ms", "Queries took ?ms", text)
+    return re.sub(r'"query_ms": [\d.e-]+', '"query_ms": 0', text)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", [f"/{DB}", f"/{DB}.json"])
+async def test_database_page_is_kept_for_anonymous_visitors(ds, monkeypatch, path, built):
+    renders = []
+    original = DatabaseView.data
+
+    async def counting(self, request, *args, **kwargs):
+        renders.append(request.path)
+        return await original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseView, "data", counting)
+    first = await get(ds, path + "?_laion_test=1")  # a query string of its own: a new entry
+    again = await get(ds, path + "?_laion_test=1")
+    fresh = await get(ds, path + "?_laion_test=1", cookies={"visitor": "1"})  # someone's: rendered
+    assert len(renders) == 2
+    assert first.status_code == again.status_code == fresh.status_code == 200
+    assert first.text == again.text and dict(first.headers) == dict(again.headers)
+    assert without_timing(first.text) == without_timing(fresh.text)  # what Datasette renders
+    counts = json.loads(built.inspect_path.read_text())[DB]["tables"]
+    if path.endswith(".json"):
+        tables = {t["name"]: t["count"] for t in first.json()["tables"]}
+        assert tables == {name: t["count"] for name, t in counts.items()}
+    else:
+        for table in ("images", "domain", "registered_domain", "artists"):
+            assert f'<a href="/{DB}/{table}">{table}</a>' in first.text
+            assert f"{counts[table]['count']:,} row" in first.text
+        assert "csrftoken" not in first.text and 'method="post"' not in first.text.lower()
+
+
+@pytest.mark.asyncio
+async def test_sql_queries_are_not_kept(ds):
+    values = set()
+    for _ in range(2):
+        response = await get(ds, f"/{DB}.json?sql=select+random()+as+r&_shape=array")
+        values.add(response.json()[0]["r"])
+    assert len(values) == 2
+
+
+def fake_app(body=b"page", status=200, headers=(), calls=None):
+    async def app(scope, receive, send):
+        if calls is not None:
+            calls.append(scope)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/html"), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def scope(path=f"/{DB}", query=b"", method="GET", headers=(), host=b"example.com"):
+    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
+            "scheme": "http", "headers": [(b"host", host), *headers]}
+
+
+async def call(app, request):
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    await app(request, receive, send)
+    return sent
+
+
+@pytest.fixture
+def cache_with(built):
+    """A PageCache in front of a fake app that counts its calls."""
+    from datasette.app import Datasette
+
+    datasette = Datasette(immutables=[str(built.path)])
+
+    def make(**kwargs):
+        calls = []
+        cache = fastpaths.PageCache(datasette, fake_app(calls=calls, **kwargs))
+        return cache, calls
+
+    return make
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", [
+    "cookie", "authorization", "post", "head", "sql", "empty sql", "other path",
+])
+async def test_page_cache_passes_on_what_it_must_not_keep(cache_with, case):
+    cache, calls = cache_with()
+    request = {
+        "cookie": scope(headers=[(b"cookie", b"ds_csrftoken=abc")]),
+        "authorization": scope(headers=[(b"authorization", b"Bearer x")]),
+        "post": scope(method="POST"),
+        "head": scope(method="HEAD"),
+        "sql": scope(query=b"sql=select+1"),
+        "empty sql": scope(query=b"_hide_sql=1&sql="),
+        "other path": scope(path=f"/{DB}/images"),
+    }[case]
+    for _ in range(2):
+        await call(cache, request)
+    assert len(calls) == 2 and not cache.cache
+    await call(cache, scope())  # not served what that request got
+    assert len(calls) == 3
+
+
+@pytest.mark.asyncio
+async def test_page_cache_never_keeps_a_cookie_or_an_error(cache_with):
+    cache, calls = cache_with(headers=[(b"set-cookie", b"ds_csrftoken=abc; Path=/")])
+    for _ in range(2):
+        sent = await call(cache, scope())
+        assert (b"set-cookie", b"ds_csrftoken=abc; Path=/") in sent[0]["headers"]
+    assert len(calls) == 2 and not cache.cache
+    cache, calls = cache_with(status=500)
+    for _ in range(2):
+        await call(cache, scope())
+    assert len(calls) == 2 and not cache.cache
+    cache, calls = cache_with(body=b"x" * (fastpaths.CACHE_MAX_BODY + 1))
+    for _ in range(2):
+        await call(cache, scope())
+    assert len(calls) == 2 and not cache.cache
+
+
+@pytest.mark.asyncio
+async def test_page_cache_keys_and_bounds(cache_with):
+    cache, calls = cache_with()
+    first = await call(cache, scope())
+    assert await call(cache, scope()) == first and len(calls) == 1
+    await call(cache, scope(path=f"/{DB}.json"))
+    await call(cache, scope(path="/"))
+    await call(cache, scope(host=b"other.example"))  # its absolute links differ
+    await call(cache, scope(query=b"_show_hidden=1"))
+    assert len(calls) == 5
+    for i in range(fastpaths.CACHE_ENTRIES * 2):
+        await call(cache, scope(query=f"x={i}".encode()))
+    assert len(cache.cache) == fastpaths.CACHE_ENTRIES
+
+
+# -- templates and schema ------------------------------------------------------
+
+
+def test_template_misses_are_asked_once():
+    asked = []
+
+    class Counting(DictLoader):
+        def get_source(self, environment, template):
+            asked.append(template)
+            return super().get_source(environment, template)
+
+    env = Environment(loader=fastpaths.RememberMisses(Counting({"table.html": "{{ 1 + 1 }}"})))
+    env.auto_reload = False
+    for _ in range(3):
+        assert env.select_template(["table-db-images.html", "table.html"]).render() == "2"
+    assert asked == ["table-db-images.html", "table.html"]
+    with pytest.raises(TemplateNotFound):
+        env.get_template("table-db-images.html")
+    assert asked == ["table-db-images.html", "table.html"]
+
+
+@pytest.mark.asyncio
+async def test_table_and_row_pages_ask_the_schema_once(ds, monkeypatch):
+    paths = [f"/{DB}/domain?_sort_desc=image_counts", f"/{DB}/domain/3", f"/{DB}/artists.json"]
+    first = [await get(ds, p) for p in paths]
+    calls = []
+    original = Database.execute_fn
+
+    async def counting(self, fn):
+        calls.append(self.name)
+        return await original(self, fn)
+
+    monkeypatch.setattr(Database, "execute_fn", counting)
+    for path, before in zip(paths, first):
+        calls.clear()
+        response = await get(ds, path)
+        assert response.status_code == 200 and without_timing(response.text) == without_timing(before.text)
+        assert len(calls) <= 2, (path, len(calls))  # the rows and their count; nothing about the schema
+
+
+@pytest.mark.asyncio
+async def test_schema_answers_are_copies(ds):
+    db = ds.get_database(DB)
+    columns = await db.table_columns("domain")
+    columns.append("junk")
+    assert "junk" not in await db.table_columns("domain")
+
+
+@pytest.mark.asyncio
+async def test_schema_refresh_runs_again_for_a_mutable_database(built, monkeypatch):
+    ds = site.make_datasette(built.path, built.inspect_path)
+    runs = []
+    original = type(ds)._refresh_schemas
+
+    async def counting(self):
+        runs.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(type(ds), "_refresh_schemas", counting)
+    for _ in range(3):
+        await ds.client.get(f"/{DB}/domain/1.json")
+    assert len(runs) == 1
+    ds.add_memory_database("scratch")
+    for _ in range(3):
+        await ds.client.get(f"/{DB}/domain/1.json")
+    assert len(runs) == 4
