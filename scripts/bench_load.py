@@ -27,7 +27,6 @@ import os
 import random
 import re
 import resource
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,7 +50,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from datasette_laion import functions, site  # noqa: E402
 
-PLAIN_VENV = Path(os.environ.get("LAION_PLAIN_VENV", "/tmp/laion-plain-venv"))
+from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
+
 DB = site.DATABASE_NAME
 SERVERS = ("ours", "plain", "capped")
 
@@ -83,14 +83,6 @@ PLUGIN_FUNCTIONS = re.compile(r"\b(domain|registered_domain|fts_phrase|url_hash|
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def pct(values, p):
-    """The p-th percentile (nearest rank, as the other bench scripts); None if empty."""
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def parse_size(text):
@@ -436,20 +428,6 @@ def sqlite_memory_settings(db_path):
 
 
 # ---------------------------------------------------------------- processes and memory
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ensure_plain_venv():
-    datasette = PLAIN_VENV / "bin" / "datasette"
-    if not datasette.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PLAIN_VENV)], check=True)
-        subprocess.run([str(PLAIN_VENV / "bin" / "pip"), "install", "-q", "datasette==0.65.5"], check=True)
-    return datasette
 
 
 def process_tree(pid):

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from datasette_laion import site  # noqa: E402
 
+from benchlib import pct  # noqa: E402 (scripts/ is on sys.path)
+
 TARGET_MS = 100
 
 
@@ -41,11 +43,6 @@ def paths(db_path):
     for q in lookups:
         result += [f"/-/laion/mywork?q={quote(q)}", f"/-/laion/mywork.json?q={quote(q)}"]
     return result
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 async def run(ds, reps, targets):

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from datasette_laion import site  # noqa: E402
 
+from benchlib import pct  # noqa: E402 (scripts/ is on sys.path)
+
 TARGET_MS = 100
 
 
@@ -32,11 +34,6 @@ def arguments(db_path):
         "images_from_domain": [("i.pinimg.com", "domain"), ("cdn.shopify.com", "domain")],
         "image_by_url": [(url, "url"), ("https://no.such.example/x.jpg", "url")],
     }
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 async def run(ds, reps, args):

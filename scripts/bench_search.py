@@ -15,8 +15,6 @@ with `pip install datasette==0.65.5` when missing).
 import argparse
 import asyncio
 import json
-import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from datasette_laion import site  # noqa: E402
 
-PLAIN_VENV = Path(os.environ.get("LAION_PLAIN_VENV", "/tmp/laion-plain-venv"))
+from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
+
 TARGETS = [("handful", 5), ("~10k", 10_000), ("~150k", 150_000), ("~1.4M", 1_400_000), ("most common", None)]
 FILTERS = "aesthetic__gte=6.5&punsafe__lte=0.5&pwatermark__lte=0.8"
 
@@ -50,12 +49,6 @@ def pick_terms(db_path):
     return picked
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(command, port):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -68,14 +61,6 @@ def start(command, port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"server did not start: {' '.join(command)}")
             time.sleep(0.2)
-
-
-def ensure_plain_venv():
-    datasette = PLAIN_VENV / "bin" / "datasette"
-    if not datasette.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PLAIN_VENV)], check=True)
-        subprocess.run([str(PLAIN_VENV / "bin" / "pip"), "install", "-q", "datasette==0.65.5"], check=True)
-    return datasette
 
 
 def url_for(term, fmt, filtered):
@@ -108,11 +93,6 @@ def time_requests(client, base, url, reps):
         times.append((time.perf_counter() - start) * 1000)
         errors += not ok
     return times, errors
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 async def concurrent(base, urls, clients, seconds):

@@ -2,6 +2,7 @@
 outcomes, the traffic mix and the verdicts. No server, no database."""
 import importlib.util
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from datasette_laion import functions, site
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_load.py"
+sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its benchlib beside it
 spec = importlib.util.spec_from_file_location("bench_load", SCRIPT)
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)

@@ -256,17 +256,29 @@ async def test_home_page_is_datasettes(ds, monkeypatch):
     assert (await get(ds, "/.json")).json()[DB]["tables_count"] > 5  # the JSON is Datasette's
 
 
+@pytest.fixture
+def sql_calls(monkeypatch):
+    """Call it to start counting trips to the SQL threads: the list it
+    returns gets each trip's database name."""
+
+    def start():
+        calls = []
+        original = Database.execute_fn
+
+        async def counting(self, fn):
+            calls.append(self.name)
+            return await original(self, fn)
+
+        monkeypatch.setattr(Database, "execute_fn", counting)
+        return calls
+
+    return start
+
+
 @pytest.mark.asyncio
-async def test_home_page_asks_no_sql(ds, monkeypatch):
+async def test_home_page_asks_no_sql(ds, sql_calls):
     await get(ds, "/")
-    calls = []
-    original = Database.execute_fn
-
-    async def counting(self, fn):
-        calls.append(self.name)
-        return await original(self, fn)
-
-    monkeypatch.setattr(Database, "execute_fn", counting)
+    calls = sql_calls()
     assert (await get(ds, "/", cookies={"visitor": "1"})).status_code == 200
     assert calls == []
 
@@ -446,17 +458,10 @@ def test_template_misses_are_asked_once():
 
 
 @pytest.mark.asyncio
-async def test_table_and_row_pages_ask_the_schema_once(ds, monkeypatch):
+async def test_table_and_row_pages_ask_the_schema_once(ds, sql_calls):
     paths = [f"/{DB}/domain?_sort_desc=image_counts", f"/{DB}/domain/3", f"/{DB}/artists.json"]
     first = [await get(ds, p) for p in paths]
-    calls = []
-    original = Database.execute_fn
-
-    async def counting(self, fn):
-        calls.append(self.name)
-        return await original(self, fn)
-
-    monkeypatch.setattr(Database, "execute_fn", counting)
+    calls = sql_calls()
     for path, before in zip(paths, first):
         calls.clear()
         response = await get(ds, path)
