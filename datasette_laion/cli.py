@@ -4,6 +4,7 @@ Thin wrappers: each command parses options, calls the library, prints.
 """
 import json
 import os
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -72,6 +73,12 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
 
         datasette laion build laion-aesthetic-6pls.db data/
     """
+    # `kill -USR1 PID` prints where every thread of a build that seems stuck is.
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        try:
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+        except (AttributeError, ValueError, OSError):  # no usable stderr
+            pass
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = build_module.build(

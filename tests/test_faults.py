@@ -472,6 +472,14 @@ class CliBuild:
     def finish(self, timeout=120):
         try:
             self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # A hung build: its threads' stacks (the CLI's SIGUSR1), then the failure.
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(2)
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait()
+            self.reader.join(timeout=10)
+            pytest.fail(f"the build did not end within {timeout} s; its stderr:\n{self.stderr[-6000:]}")
         finally:
             if self.process.poll() is None:
                 os.killpg(self.pid, signal.SIGKILL)
