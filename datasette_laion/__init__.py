@@ -33,6 +33,11 @@ def render_cell(row, value, column, table, datasette):
 
 
 @hookimpl
+def prepare_jinja2_environment(env, datasette):
+    env.filters["laion_rows"] = render.table_rows
+
+
+@hookimpl
 def extra_css_urls(datasette):
     return [datasette.urls.static_plugins("datasette-laion", "laion.css")]
 

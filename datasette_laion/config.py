@@ -2,6 +2,7 @@
 
 Every key has a default here and is checked once, at start-up.
 """
+import os
 from pathlib import Path
 
 PLUGIN = "datasette-laion"
@@ -31,6 +32,11 @@ DEFAULTS = {
     # tables are read whole in well under the time limit (the 288k-row domain
     # table: ~50 ms).
     "big_table_rows": 1_000_000,
+    # Megabytes of rendered pages each server process keeps (fastpaths.py:
+    # the home and database pages and the listings, for anonymous visitors);
+    # 0 turns the page cache off. The environment variable
+    # DATASETTE_LAION_PAGE_CACHE_MB, when set, overrides this.
+    "page_cache_mb": 16,
 }
 
 
@@ -68,6 +74,15 @@ def validate(config):
     rows = config["big_table_rows"]
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise ConfigError(f"{PLUGIN}: big_table_rows must be a whole number of rows, 0 or more, not {rows!r}")
+    from_env = os.environ.get("DATASETTE_LAION_PAGE_CACHE_MB")
+    if from_env is not None:
+        try:
+            config["page_cache_mb"] = float(from_env)
+        except ValueError:
+            raise ConfigError(f"DATASETTE_LAION_PAGE_CACHE_MB must be a number of megabytes, not {from_env!r}") from None
+    cache_mb = config["page_cache_mb"]
+    if not isinstance(cache_mb, (int, float)) or isinstance(cache_mb, bool) or not 0 <= cache_mb <= 4096:
+        raise ConfigError(f"{PLUGIN}: page_cache_mb must be a number of megabytes from 0 to 4096, not {cache_mb!r}")
     if config["database_path"] is not None:
         config["database_path"] = Path(config["database_path"])
         if config["inspect_file"] is None:

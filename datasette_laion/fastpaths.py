@@ -9,13 +9,19 @@ done here is what an immutable deployment makes safe:
   of every database with its columns, keys and permissions (~40 SQL
   queries, queued behind the searches on the SQL threads) for a list this
   template does not show.
-* ``PageCache``: the home page and each immutable database's page (HTML and
-  JSON) rendered once per process and kept: their content depends on nothing
-  but the (immutable) schema, counts and metadata. Only anonymous GETs (no
+* ``PageCache``: pages rendered once per process and kept, since their
+  content depends on nothing but their URL and the immutable database: the
+  home page, each immutable database's page, and its listings, the pages of
+  a table, view or canned query whose query string only says how to show
+  them (sort, page size, next page, JSON shape: no filter, search or
+  parameter value a visitor typed; PRESENTATION_PARAMS), HTML and JSON.
+  Those come from a small set of URLs that many visitors ask for (top
+  domains, the names tables, the first pages). Only anonymous GETs (no
   cookie, no Authorization header) are served from it or stored in it, only
   whole 200 responses that set no cookie, and never a SQL query
   (``?sql=``); keyed by path, query string, Host and scheme (the page's
-  absolute JSON link), bounded.
+  absolute JSON link), bounded in entries and in bytes (``page_cache_mb``,
+  0: off). A page served from it has the header ``x-laion-cache: hit``.
 * ``tune()``, at start-up: Jinja's ``auto_reload`` off (it stats every
   template file on every render) and template misses remembered (Datasette
   looks up ``table-<db>-<table>.html`` and the like, which do not exist, on
@@ -37,8 +43,10 @@ from datasette.version import __version__ as datasette_version
 from datasette.views.index import IndexView
 from jinja2 import BaseLoader, TemplateNotFound
 
+from .config import plugin_config
+
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-CACHE_ENTRIES = 32  # responses kept per process
+CACHE_ENTRIES = 512  # responses kept per process, their bodies' bytes bounded by page_cache_mb
 CACHE_MAX_BODY = 512 * 1024  # bytes; a bigger response is not kept
 MISSES_KEPT = 10_000  # template names remembered as missing
 
@@ -232,47 +240,82 @@ def _header(scope, name):
     return None
 
 
+# Query-string parameters that choose how a page is shown, not what it
+# holds: a URL with only these names a page of the site, from a set small
+# enough to be worth keeping (sort orders, page sizes, shapes, next pages).
+PRESENTATION_PARAMS = frozenset({
+    "_sort", "_sort_desc", "_size", "_next", "_shape", "_nl", "_labels", "_nolabels", "_json", "_col", "_nocol",
+    "_nocount", "_nofacet", "_show_hidden", "_hide_sql", "_show_sql", "_extra", "_trace_none",
+})
+
+
 class PageCache:
     """Whole responses of the pages that depend only on the immutable data,
     for anonymous GETs; see the module's docstring."""
 
-    def __init__(self, datasette, app, entries=CACHE_ENTRIES, max_body=CACHE_MAX_BODY):
+    def __init__(self, datasette, app, entries=CACHE_ENTRIES, max_body=CACHE_MAX_BODY, max_bytes=None):
         self.datasette = datasette
         self.app = app
         self.entries = entries
         self.max_body = max_body
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.cache = collections.OrderedDict()
         self._paths_for = None
-        self._paths = frozenset()
+        self._pages = frozenset()
+        self._listings = frozenset()
         self.hits = self.misses = 0
 
-    def cacheable_paths(self):
-        """The home page and each immutable database's page, HTML and JSON."""
+    def _known(self):
+        """(pages, listing prefixes): the home page and each immutable
+        database's page, HTML and JSON; and each such database's URL
+        followed by a slash, under which its table, view and canned-query
+        pages are listings."""
         databases = tuple(self.datasette.databases.items())
         if databases != self._paths_for:
             urls = self.datasette.urls
-            paths = {urls.instance()}
+            pages, listings = {urls.instance()}, set()
             for name, db in databases:
                 if not db.is_mutable and name != "_internal":
-                    paths.add(urls.database(name))
-                    paths.add(urls.database(name, format="json"))
-            self._paths = frozenset(p.encode("latin-1") for p in paths)
+                    pages.add(urls.database(name))
+                    pages.add(urls.database(name, format="json"))
+                    listings.add(urls.database(name) + "/")
+            self._pages = frozenset(p.encode("latin-1") for p in pages)
+            self._listings = frozenset(p.encode("latin-1") for p in listings)
             self._paths_for = databases
-        return self._paths
+        return self._pages, self._listings
+
+    def _is_listing(self, path, listings):
+        """``/<db>/<table, view or canned query>`` or its ``.json``: one
+        segment under an immutable database (a row page has two)."""
+        head, slash, name = path.rpartition(b"/")
+        if not name or head + slash not in listings:
+            return False
+        stem, dot, extension = name.partition(b".")  # Datasette tilde-encodes dots in names
+        return not dot or extension == b"json"
 
     def key(self, scope):
         """The cache key of a request that may be answered from the cache, else None."""
         if scope["type"] != "http" or scope.get("method") != "GET":
             return None
+        if self.max_bytes is None:  # the configuration is read at the first request
+            self.max_bytes = int(plugin_config(self.datasette)["page_cache_mb"] * 1024 * 1024)
+        if not self.max_bytes:
+            return None
         path = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
         path = path.partition(b"?")[0]
-        if path not in self.cacheable_paths():
+        pages, listings = self._known()
+        page = path in pages
+        if not page and not self._is_listing(path, listings):
             return None
         if _header(scope, b"cookie") is not None or _header(scope, b"authorization") is not None:
             return None  # someone's: their actor, messages, CSRF token
         query = scope.get("query_string", b"")
-        if any(name == "sql" for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)):
+        names = {name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+        if "sql" in names:
             return None  # a query, not the page
+        if not page and not names <= PRESENTATION_PARAMS:
+            return None  # filters, searches, canned-query parameters: values a visitor chose
         return (path, query, _header(scope, b"host"), scope.get("scheme"))
 
     async def __call__(self, scope, receive, send):
@@ -285,7 +328,7 @@ class PageCache:
             self.cache.move_to_end(key)
             self.hits += 1
             start, body = cached
-            await send(dict(start, headers=list(start["headers"])))
+            await send(dict(start, headers=[*start["headers"], (b"x-laion-cache", b"hit")]))
             await send({"type": "http.response.body", "body": body})
             return
         self.misses += 1
@@ -316,7 +359,11 @@ class PageCache:
         if any(name.lower() == b"set-cookie" for name, _ in start.get("headers") or ()):
             return  # a cookie (a CSRF token) is for one visitor only
         start = {"type": "http.response.start", "status": 200, "headers": list(start.get("headers") or ())}
-        self.cache[key] = (start, b"".join(m.get("body", b"") for m in bodies))
+        body = b"".join(m.get("body", b"") for m in bodies)
+        if key in self.cache:
+            self.bytes -= len(self.cache[key][1])
+        self.cache[key] = (start, body)
+        self.bytes += len(body)
         self.cache.move_to_end(key)
-        while len(self.cache) > self.entries:
-            self.cache.popitem(last=False)
+        while len(self.cache) > self.entries or self.bytes > self.max_bytes:
+            self.bytes -= len(self.cache.popitem(last=False)[1][1])

@@ -5,6 +5,7 @@ become a link or an image source.
 """
 from urllib.parse import urlsplit
 
+from datasette.utils import to_css_class
 from markupsafe import Markup, escape
 
 # Scores shown rounded in HTML (JSON keeps full precision).
@@ -85,3 +86,20 @@ def render_cell(row, value, column, table, config):
     if column in ROUNDED_COLUMNS:
         return rounded(value)
     return None
+
+
+def table_rows(display_rows):
+    """The ``<tr>`` rows of Datasette's ``_table.html`` for its display_rows
+    (each an iterable of cells: dicts with column, value_type and value), as
+    its Jinja loop writes them: Markup values as they are, anything else
+    escaped."""
+    return Markup("".join(
+        "<tr>"
+        + "".join(
+            f'<td class="col-{escape(to_css_class(cell["column"]))} type-{escape(cell["value_type"])}">'
+            f'{escape(cell["value"])}</td>'
+            for cell in row
+        )
+        + "</tr>\n"
+        for row in display_rows
+    ))

@@ -170,32 +170,37 @@ async def handle(datasette, scope, receive, send, database, fmt):
         return
     labels = await _domain_labels(db, rows)
     # Rendered here rather than cell by cell in Jinja, which costs more than
-    # the search; every value goes through escape() or render.
+    # the search; every value goes through escape() or render. Only the view
+    # asked for is rendered. Row links are built from the table's URL: rowids
+    # and domain ids are integers, which need no tilde-encoding.
     urls = {
         "row": datasette.urls.table(database, TABLE) + "/",
         "domain": datasette.urls.table(database, "domain") + "/",
         "config": config,
     }
-    table_body = Markup(
-        "".join(
-            "<tr>"
-            + "".join(f'<td class="col-{column}">{_cell(row, column, labels, urls)}</td>' for column in result.columns)
-            + "</tr>\n"
+    table_body = gallery = None
+    if parsed.gallery:
+        gallery = [
+            {
+                "rowid": row["rowid"],
+                "row_url": f'{urls["row"]}{row["rowid"]}',
+                "thumb": render.render_cell(row, row["url"], "url", TABLE, config),
+                "text": row["text"],
+                "aesthetic": row["aesthetic"],
+                "domain": labels.get(row["domain_id"]),
+                "domain_url": f'{urls["domain"]}{row["domain_id"]}' if row["domain_id"] else None,
+            }
             for row in rows
+        ]
+    else:
+        table_body = Markup(
+            "".join(
+                "<tr>"
+                + "".join(f'<td class="col-{column}">{_cell(row, column, labels, urls)}</td>' for column in result.columns)
+                + "</tr>\n"
+                for row in rows
+            )
         )
-    )
-    gallery = [
-        {
-            "rowid": row["rowid"],
-            "row_url": datasette.urls.row(database, TABLE, str(row["rowid"])),
-            "thumb": render.render_cell(row, row["url"], "url", TABLE, config),
-            "text": row["text"],
-            "aesthetic": row["aesthetic"],
-            "domain": labels.get(row["domain_id"]),
-            "domain_url": datasette.urls.row(database, "domain", str(row["domain_id"])) if row["domain_id"] else None,
-        }
-        for row in rows
-    ]
     filters = [(c, op, v) for c, op, v in parsed.filters]
     html = await datasette.render_template(
         "laion_search.html",

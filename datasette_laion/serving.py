@@ -23,15 +23,20 @@ the port, starts the workers, restarts one that dies, and on SIGTERM or SIGINT
 stops them all (each finishing its requests) and exits. The workers get the
 `datasette serve` options in an environment variable, as JSON, and share one
 signing secret (``DATASETTE_SECRET``; generated once here when none is
-given), so that a cookie or CSRF token signed by one is good in all.
+given), so that a cookie or CSRF token signed by one is good in all. A worker
+whose supervisor dies, even by SIGKILL, is sent SIGTERM by the kernel
+(``die_with_parent``): none is left holding the port.
 
 Options that only make sense in one process (``--reload``, ``--get``,
 ``--root``, ``--open``, ``--pdb``, ``--uds``, ``--ssl-*``, ``--help-settings``)
 go to `datasette serve` itself, unchanged.
 """
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
+import signal
 import sys
 
 import click
@@ -40,6 +45,7 @@ from .config import ConfigError
 
 ENV_OPTIONS = "DATASETTE_LAION_SERVE"  # JSON: {"args": [datasette serve arguments]}
 MAX_DEFAULT_WORKERS = 4
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # `datasette serve` options (click parameter names) handled by `datasette serve` itself.
 ONE_PROCESS_OPTIONS = {
     "reload": "--reload", "get": "--get", "root": "--root", "open_browser": "--open", "pdb": "--pdb",
@@ -128,8 +134,25 @@ class WorkerApp:
         await self.app(scope, receive, send)
 
 
+def die_with_parent(signum=signal.SIGTERM):
+    """Have the kernel send ``signum`` to this process when its parent (the
+    supervisor) dies, even by SIGKILL: a worker must not be left serving
+    the port on its own. Linux only (prctl); elsewhere, nothing."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # it died before the call took effect
+        os.kill(os.getpid(), signum)
+    return True
+
+
 def worker_app():
     """uvicorn's app factory in each worker (``factory=True``)."""
+    die_with_parent()
     options = json.loads(os.environ[ENV_OPTIONS])
     return WorkerApp(make_datasette(options["args"]))
 

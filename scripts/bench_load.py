@@ -20,6 +20,7 @@ request has a timeout, counted as an error.
 import argparse
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -342,11 +343,12 @@ def describe_mix(mix):
 
 
 def summarize(records, elapsed):
-    """records: [(kind, group, outcome-or-None, ms)] -> figures of a run."""
+    """records: [(kind, group, outcome-or-None, ms, from the page cache)] -> figures of a run."""
     times = [r[3] for r in records]
     errors = collections.Counter(r[2] for r in records if r[2] is not None)
     return {
         "requests": len(records),
+        "cached": 100 * sum(1 for r in records if r[4]) / len(records) if records else 0.0,
         "seconds": elapsed,
         "rps": len(records) / elapsed if elapsed else 0.0,
         "p50": pct(times, 50), "p95": pct(times, 95), "p99": pct(times, 99), "max": max(times, default=None),
@@ -679,16 +681,16 @@ async def resolve_pages(client, mix, server, concurrency=4):
     return pages, sum(1 for url, token in tokens.items() if not token)
 
 
-async def run_traffic(client, mix, server, resolved, clients, seconds, max_requests, timeout):
-    """C workers taking the mix in order (the same order for every server)
-    until ``seconds`` pass or ``max_requests`` have been sent; returns
-    (records, elapsed seconds)."""
+async def run_traffic(clients, mix, server, resolved, seconds, max_requests, timeout):
+    """One worker per client (each its own keep-alive connection), taking the
+    mix in order (the same order for every server) until ``seconds`` pass or
+    ``max_requests`` have been sent; returns (records, elapsed seconds)."""
     records = []
     counter = itertools.count()
     issued = 0
     deadline = time.monotonic() + seconds
 
-    async def worker():
+    async def worker(client):
         nonlocal issued
         while time.monotonic() < deadline and issued < max_requests:
             i = next(counter) % len(mix)
@@ -698,19 +700,21 @@ async def run_traffic(client, mix, server, resolved, clients, seconds, max_reque
                 continue
             issued += 1
             start = time.perf_counter()
+            cached = False
             try:
                 response = await asyncio.wait_for(client.get(path), timeout)
                 result = outcome(response.status_code)
+                cached = response.headers.get("x-laion-cache") == "hit"
             except asyncio.TimeoutError:
                 result = outcome(error="timeout")
             except httpx.TimeoutException:
                 result = outcome(error="timeout")
             except httpx.HTTPError as ex:
                 result = outcome(error=type(ex).__name__)
-            records.append((req.kind, req.group, result, (time.perf_counter() - start) * 1000))
+            records.append((req.kind, req.group, result, (time.perf_counter() - start) * 1000, cached))
 
     started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    await asyncio.gather(*(worker(client) for client in clients))
     return records, time.monotonic() - started
 
 
@@ -719,16 +723,20 @@ async def load(base, mix, server, options, server_cpu):
     elapsed, client CPU seconds, server CPU seconds, unresolved first pages)."""
     if not is_loopback(base):
         raise SystemExit(f"refusing a non-loopback server: {base}")
-    limits = httpx.Limits(max_connections=options.clients, max_keepalive_connections=options.clients)
-    async with httpx.AsyncClient(base_url=base, timeout=options.timeout, limits=limits,
-                                 follow_redirects=True) as client:
-        resolved, unresolved = await resolve_pages(client, mix, server)
+    # One client (one connection) per simulated visitor: httpx's pool checks
+    # every connection it holds on each request, so one shared pool of 32
+    # costs the load generator ~40% more CPU on the cores the server uses.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(
+            base_url=base, timeout=options.timeout, limits=limits, follow_redirects=True))
+            for _ in range(options.clients)]
+        resolved, unresolved = await resolve_pages(clients[0], mix, server)
         if options.warmup > 0:
-            await run_traffic(client, mix, server, resolved, options.clients, options.warmup, options.max_requests,
-                              options.timeout)
+            await run_traffic(clients, mix, server, resolved, options.warmup, options.max_requests, options.timeout)
         cpu, server_before, machine_before = resource.getrusage(resource.RUSAGE_SELF), server_cpu(), \
             machine_cpu_seconds()
-        records, elapsed = await run_traffic(client, mix, server, resolved, options.clients, options.duration,
+        records, elapsed = await run_traffic(clients, mix, server, resolved, options.duration,
                                              options.max_requests, options.timeout)
         after, server_after, machine_after = resource.getrusage(resource.RUSAGE_SELF), server_cpu(), \
             machine_cpu_seconds()
@@ -801,6 +809,8 @@ def print_report(results, mix, options, catalog, memory_settings, plain_dropped)
               f"{fmt_ms(r['max'], 9)}{r['errors']:8d}{r['memory']['peak_rss_mb']:13.0f}{cpu:>12}{ccpu:>12}{ocpu:>11}")
     print(f"(ms; CPU: seconds, and % of one core, over the measured run, of {os.cpu_count()} cores; other CPU: "
           "every other process of the machine)")
+    print("answered from the page cache (x-laion-cache: hit): " + ", ".join(
+        f"{name} {results[name]['cached']:.1f}%" for name in servers))
     print("\nerrors by status:")
     for name in servers:
         r = results[name]
@@ -831,7 +841,7 @@ def print_report(results, mix, options, catalog, memory_settings, plain_dropped)
     header = f"{'kind':18}{'share':>6}"
     for name in servers:
         header += f"{name + ' p50':>14}{'p95':>8}{'err':>5}"
-    print(header + f"{'of ' + servers[0] + ' slowest 5%':>26}")
+    print(header + f"{'cached':>8}{'of ' + servers[0] + ' slowest 5%':>26}")
     shares = {row[0]: row[1] for row in describe_mix(mix)}
     for kind in kinds:
         line = f"{kind:18}{shares[kind]:5.1f}%"
@@ -841,6 +851,8 @@ def print_report(results, mix, options, catalog, memory_settings, plain_dropped)
                 line += f"{'(none)':>14}{'':8}{'':5}"
             else:
                 line += f"{fmt_ms(k['p50'], 14)}{fmt_ms(k['p95'])}{k['errors']:5d}"
+        first = results[servers[0]]["kinds"].get(kind)
+        line += f"{first['cached']:7.0f}%" if first else f"{'':8}"
         tail = results[servers[0]]["slowest_5pct"].get(kind)
         print(line + (f"{tail:25.1f}%" if tail else ""))
     print("\nsearches by frequency band (searches and gallery searches), ms (p50 / p95 / errors):")

@@ -1,5 +1,6 @@
-"""The pure helpers of scripts/bench_load.py: percentiles, sizes, URLs,
-outcomes, the traffic mix and the verdicts. No server, no database."""
+"""scripts/bench_load.py: its pure helpers (percentiles, sizes, URLs,
+outcomes, the traffic mix and the verdicts), and one brief run of the whole
+script against our server on the test database."""
 import importlib.util
 import random
 import sys
@@ -208,9 +209,9 @@ def test_image_by_url_hash_is_the_plugins():
 
 
 def test_summarize_and_by_key():
-    records = [("home", "", None, float(ms)) for ms in range(1, 101)]
-    records += [("search html", "top", "500", 900.0), ("search html", "top", "timeout", 30_000.0),
-                ("search html", "~5", None, 5.0)]
+    records = [("home", "", None, float(ms), ms <= 25) for ms in range(1, 101)]
+    records += [("search html", "top", "500", 900.0, False), ("search html", "top", "timeout", 30_000.0, False),
+                ("search html", "~5", None, 5.0, False)]
     result = bench.summarize(records, 10.0)
     assert result["requests"] == 103
     assert result["rps"] == pytest.approx(10.3)
@@ -218,8 +219,10 @@ def test_summarize_and_by_key():
     assert result["error_breakdown"] == {"500": 1, "timeout": 1}
     assert result["max"] == 30_000.0
     assert result["p50"] == 51.0  # 103 values: index 51 of 1..5, 5, 6, ...
+    assert result["cached"] == pytest.approx(100 * 25 / 103)
     kinds = bench.by_key(records, lambda r: r[0])
     assert kinds["home"]["requests"] == 100 and kinds["home"]["errors"] == 0
+    assert kinds["home"]["cached"] == 25.0 and kinds["search html"]["cached"] == 0.0
     assert kinds["search html"]["error_breakdown"] == {"500": 1, "timeout": 1}
     assert bench.summarize([], 0)["p95"] is None
 
@@ -236,6 +239,28 @@ def test_verdicts():
 
 
 def test_tail_kinds():
-    records = [("home", "", None, 1.0)] * 95 + [("search html", "top", None, 500.0)] * 4 + [("home", "", None, 900.0)]
+    records = ([("home", "", None, 1.0, True)] * 95 + [("search html", "top", None, 500.0, False)] * 4
+               + [("home", "", None, 900.0, False)])
     assert bench.tail_kinds(records) == {"search html": 80.0, "home": 20.0}
     assert bench.tail_kinds([]) == {}
+
+
+def test_the_script_runs_against_our_server(built, tmp_path):
+    """The whole script, briefly, on the test database: it starts our server,
+    sends the mix, and prints its report with the targets."""
+    import json
+    import subprocess
+
+    out = tmp_path / "load.json"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(built.path), "--inspect-file", str(built.inspect_path), "--servers", "ours",
+         "--duration", "3", "--warmup", "1", "--clients", "4", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "answered from the page cache (x-laion-cache: hit): ours " in run.stdout
+    assert "ours: 0 errors" in run.stdout and "per kind of request" in run.stdout
+    result = json.loads(out.read_text())["results"]["ours"]
+    assert result["requests"] > 0 and result["errors"] == 0, result["error_breakdown"]
+    assert result["kinds"]["home"]["cached"] > 0  # the home page, once rendered, comes from the cache
+    assert result["kinds"]["row images"]["cached"] == 0  # row pages are not kept

@@ -19,7 +19,7 @@ from datasette.database import Database
 from datasette.views.database import DatabaseView
 from jinja2 import DictLoader, Environment, TemplateNotFound
 
-from datasette_laion import fastpaths, serving, site
+from datasette_laion import config, fastpaths, serving, site
 
 DB = "laion-aesthetic-6pls"
 
@@ -88,7 +88,7 @@ def start_server(tmp_path):
         log = open(tmp_path / f"server-{port}.log", "w")
         process = subprocess.Popen(
             [sys.executable, "-m", "datasette_laion", "serve", *map(str, args), "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
         )
         started.append(process)
         base = f"http://127.0.0.1:{port}"
@@ -105,10 +105,18 @@ def start_server(tmp_path):
         return process, base
 
     yield start
-    for process in started:
+    for process in started:  # the supervisor and its workers: a process group of their own
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
@@ -129,6 +137,19 @@ def test_workers_share_the_port_and_stop_cleanly(start_server, built, stop):
     while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in kids if alive(pid)], "orphans left behind"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(base + "/-/laion/health", timeout=2)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_server, built):
+    """SIGKILL to the supervisor (an OOM kill, a hard stop): the kernel tells
+    the workers, which stop; none is left serving the port on its own."""
+    process, base = start_server(built.path, "--workers", "2")
+    workers = [pid for pid, cmd in children(process.pid).items() if "spawn_main" in cmd]
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    wait_for(lambda: not any(alive(pid) for pid in workers), seconds=15)
     with pytest.raises(httpx.TransportError):
         httpx.get(base + "/-/laion/health", timeout=2)
 
@@ -316,7 +337,9 @@ async def test_database_page_is_kept_for_anonymous_visitors(ds, monkeypatch, pat
     fresh = await get(ds, path + "?_laion_test=1", cookies={"visitor": "1"})  # someone's: rendered
     assert len(renders) == 2
     assert first.status_code == again.status_code == fresh.status_code == 200
-    assert first.text == again.text and dict(first.headers) == dict(again.headers)
+    assert first.text == again.text
+    assert again.headers.pop("x-laion-cache") == "hit" and "x-laion-cache" not in first.headers
+    assert dict(first.headers) == dict(again.headers)
     assert without_timing(first.text) == without_timing(fresh.text)  # what Datasette renders
     counts = json.loads(built.inspect_path.read_text())[DB]["tables"]
     if path.endswith(".json"):
@@ -384,7 +407,8 @@ def cache_with(built):
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("case", [
-    "cookie", "authorization", "post", "head", "sql", "empty sql", "other path",
+    "cookie", "authorization", "post", "head", "sql", "empty sql", "row page", "filter", "search",
+    "canned query parameter", "csv", "other path",
 ])
 async def test_page_cache_passes_on_what_it_must_not_keep(cache_with, case):
     cache, calls = cache_with()
@@ -395,7 +419,12 @@ async def test_page_cache_passes_on_what_it_must_not_keep(cache_with, case):
         "head": scope(method="HEAD"),
         "sql": scope(query=b"sql=select+1"),
         "empty sql": scope(query=b"_hide_sql=1&sql="),
-        "other path": scope(path=f"/{DB}/images"),
+        "row page": scope(path=f"/{DB}/images/1"),
+        "filter": scope(path=f"/{DB}/images", query=b"_sort=punsafe&punsafe__lt=0.5"),
+        "search": scope(path=f"/{DB}/images", query=b"_search=dog"),
+        "canned query parameter": scope(path=f"/{DB}/domain_lookup.json", query=b"domain=example.com"),
+        "csv": scope(path=f"/{DB}/images.csv"),
+        "other path": scope(path="/-/laion/stats"),
     }[case]
     for _ in range(2):
         await call(cache, request)
@@ -425,7 +454,9 @@ async def test_page_cache_never_keeps_a_cookie_or_an_error(cache_with):
 async def test_page_cache_keys_and_bounds(cache_with):
     cache, calls = cache_with()
     first = await call(cache, scope())
-    assert await call(cache, scope()) == first and len(calls) == 1
+    again = await call(cache, scope())
+    assert again[1] == first[1] and again[0]["headers"] == [*first[0]["headers"], (b"x-laion-cache", b"hit")]
+    assert len(calls) == 1
     await call(cache, scope(path=f"/{DB}.json"))
     await call(cache, scope(path="/"))
     await call(cache, scope(host=b"other.example"))  # its absolute links differ
@@ -434,6 +465,51 @@ async def test_page_cache_keys_and_bounds(cache_with):
     for i in range(fastpaths.CACHE_ENTRIES * 2):
         await call(cache, scope(query=f"x={i}".encode()))
     assert len(cache.cache) == fastpaths.CACHE_ENTRIES
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path, query", [
+    (f"/{DB}/images", b""),
+    (f"/{DB}/images.json", b"_shape=array&_size=10"),
+    (f"/{DB}/domain", b"_sort_desc=image_counts&_next=120"),
+    (f"/{DB}/top_domains", b""),
+    (f"/{DB}/artist_counts.json", b"_shape=objects"),
+])
+async def test_page_cache_keeps_listings(cache_with, path, query):
+    """Table, view and canned-query pages whose URL carries only how to show
+    them (sort, size, shape, next page) are kept; a hit says so."""
+    cache, calls = cache_with()
+    first = await call(cache, scope(path=path, query=query))
+    again = await call(cache, scope(path=path, query=query))
+    assert len(calls) == 1
+    assert again[1] == first[1]
+    assert (b"x-laion-cache", b"hit") in again[0]["headers"]
+    assert (b"x-laion-cache", b"hit") not in first[0]["headers"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["metadata", "environment"])
+async def test_page_cache_can_be_turned_off(built, monkeypatch, how):
+    from datasette.app import Datasette
+
+    metadata = {"plugins": {"datasette-laion": {"page_cache_mb": 0 if how == "metadata" else 8}}}
+    if how == "environment":
+        monkeypatch.setenv("DATASETTE_LAION_PAGE_CACHE_MB", "0")
+    calls = []
+    cache = fastpaths.PageCache(Datasette(immutables=[str(built.path)], metadata=metadata), fake_app(calls=calls))
+    for _ in range(2):
+        await call(cache, scope())
+    assert len(calls) == 2 and not cache.cache
+
+
+@pytest.mark.asyncio
+async def test_page_cache_bounds_its_bytes(cache_with):
+    cache, calls = cache_with(body=b"x" * 1000)
+    cache.max_bytes = 10_500
+    for i in range(30):
+        await call(cache, scope(path=f"/{DB}/images", query=f"_next={i}".encode()))
+    assert len(cache.cache) == 10 and cache.bytes == 10_000
+    assert [key[1] for key in cache.cache] == [f"_next={i}".encode() for i in range(20, 30)]  # the newest
 
 
 # -- templates and schema ------------------------------------------------------
@@ -460,11 +536,12 @@ def test_template_misses_are_asked_once():
 @pytest.mark.asyncio
 async def test_table_and_row_pages_ask_the_schema_once(ds, sql_calls):
     paths = [f"/{DB}/domain?_sort_desc=image_counts", f"/{DB}/domain/3", f"/{DB}/artists.json"]
-    first = [await get(ds, p) for p in paths]
+    cookies = {"visitor": "1"}  # rendered each time, not answered from the page cache
+    first = [await get(ds, p, cookies=cookies) for p in paths]
     calls = sql_calls()
     for path, before in zip(paths, first):
         calls.clear()
-        response = await get(ds, path)
+        response = await get(ds, path, cookies=cookies)
         assert response.status_code == 200 and without_timing(response.text) == without_timing(before.text)
         assert len(calls) <= 2, (path, len(calls))  # the rows and their count; nothing about the schema
 
@@ -495,3 +572,40 @@ async def test_schema_refresh_runs_again_for_a_mutable_database(built, monkeypat
     for _ in range(3):
         await ds.client.get(f"/{DB}/domain/1.json")
     assert len(runs) == 4
+
+
+@pytest.mark.parametrize("value", [-1, "lots", True, 10_000])
+def test_page_cache_size_is_checked(value, monkeypatch):
+    monkeypatch.delenv("DATASETTE_LAION_PAGE_CACHE_MB", raising=False)
+    with pytest.raises(config.ConfigError, match="page_cache_mb must be a number of megabytes"):
+        config.validate({**config.DEFAULTS, "page_cache_mb": value})
+    monkeypatch.setenv("DATASETTE_LAION_PAGE_CACHE_MB", "lots")
+    with pytest.raises(config.ConfigError, match="DATASETTE_LAION_PAGE_CACHE_MB must be a number"):
+        config.validate(dict(config.DEFAULTS))
+
+
+def test_table_rows_are_written_as_datasettes_template_writes_them(ds):
+    """Our _table.html writes its rows with a filter; the markup is that of
+    Datasette's own template, values escaped alike (Markup kept as it is)."""
+    from markupsafe import Markup
+
+    asyncio.run(ds.invoke_startup())  # the plugin's filter is in the environment
+    columns = [{"name": n, "sortable": False, "is_pk": False, "type": "TEXT", "notnull": 0, "description": None}
+               for n in ("rowid", "text", "Odd name", "n")]
+    values = [
+        (1, '<script>alert("x")</script> & \'quotes\'', Markup('<a href="/x">x</a>'), None),
+        (2, "emoji 🐱 and \u200b", "", 3.25),
+        (3, 'x" onmouseover="alert(1)', Markup("&nbsp;"), -7),
+    ]
+    rows = [[{"column": c["name"], "value": v, "raw": v, "value_type": type(v).__name__.lower()}
+             for c, v in zip(columns, row)] for row in values]
+    context = {"display_rows": rows, "display_columns": columns, "request": None, "sort": None, "sort_desc": None}
+    ours = ds.jinja_env.get_template("_table.html").render(context)
+    theirs = ds.jinja_env.get_template("default:_table.html").render(context)
+
+    def squeezed(html):
+        return re.sub(r">\s+<", "><", html).strip()
+
+    assert ours != theirs  # two templates (the rows' whitespace differs)
+    assert squeezed(ours) == squeezed(theirs)
+    assert "<script>" not in ours and "&lt;script&gt;" in ours and '<a href="/x">x</a>' in ours
