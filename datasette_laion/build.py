@@ -20,6 +20,7 @@ database as it was. Steps:
 6. finish:    statistics tables (stats.py; their figures come from the partition
               pass), inspect data (exact counts, sha256), rename into place.
 """
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -336,33 +337,63 @@ def build_fts(spec, progress=None):
 WORKER_JOBS = {"partition": partition_part, "fts": build_fts}
 
 
-class _DeferredSignals:
-    """Ctrl-C (SIGINT) and SIGTERM held back while something must not be cut
-    in two: starting a worker process and recording it (so that cleanup stops
-    it), or putting OUT and its inspect file in place. A signal that came
-    meanwhile is raised as KeyboardInterrupt at the end, or, with
-    ``swallow``, dropped (the work it would have stopped is done)."""
+class _Signals:
+    """Ctrl-C (SIGINT) and SIGTERM during a build (``with``: from the main
+    thread, as Python handles signals only there). They raise
+    KeyboardInterrupt at once, as Python's own SIGINT handler does, except
+    while ``held()``: where an exception at an arbitrary point could leave a
+    lock taken (Popen's, a thread pool's, so that a later wait never ends) or
+    a worker process unrecorded. There a signal is only noted, and raised as
+    KeyboardInterrupt by ``check()``, at a safe point, or at the end of the
+    (outermost) hold; with ``swallow``, dropped (the work it would have
+    stopped is done, or being undone). Ignored signals stay ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, swallow=False):
-        self.swallow = swallow
+    def __init__(self):
+        self.previous = {}
+        self.holding = 0
         self.received = None
-        self.previous = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._hold) for s in self.SIGNALS}
+            try:
+                for signum in self.SIGNALS:
+                    handler = signal.getsignal(signum)
+                    if handler not in (signal.SIG_IGN, None):
+                        self.previous[signum] = handler
+                        signal.signal(signum, self._handle)
+            except BaseException:  # a signal while they were being set
+                self.__exit__()
+                raise
         return self
 
-    def _hold(self, signum, frame):
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if not self.holding:
+            raise KeyboardInterrupt
         self.received = signum
 
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            for signum, handler in self.previous.items():
-                signal.signal(signum, handler)
-        if self.received is not None and not self.swallow and exc[0] is None:
+    @contextlib.contextmanager
+    def held(self, swallow=False):
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+        if not self.holding and self.received is not None:
+            self.received = None
+            if not swallow:
+                raise KeyboardInterrupt
+
+    def check(self):
+        """Raise the signal noted while held, if any."""
+        if self.received is not None:
+            self.received = None
             raise KeyboardInterrupt
 
 
@@ -401,7 +432,7 @@ class _Worker:
         self.process.wait()
         for reader in self.readers:
             reader.join(timeout=5)
-        if self.process.returncode in (130, -signal.SIGINT):
+        if self.process.returncode in (130, -signal.SIGINT, -signal.SIGTERM):  # stopped by a signal to all
             raise KeyboardInterrupt
         if self.process.returncode != 0:
             lines = [line.rstrip() for line in self.stderr if line.strip()]
@@ -409,19 +440,23 @@ class _Worker:
         return json.loads(self.result_path.read_text())
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
+        """Terminate the process, kill it if it lingers; every wait bounded."""
+        for end in (self.process.terminate, self.process.kill):
+            if self.process.poll() is not None:
+                return
+            end()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
 
 
-def _wait_all(workers, bar):
-    """Wait for workers, updating ``bar`` with their summed progress."""
+def _wait_all(workers, bar, check):
+    """Wait for workers, updating ``bar`` with their summed progress;
+    ``check()`` raises a signal held meanwhile (_Signals)."""
     while not all(w.finished() for w in workers):
         time.sleep(0.25)
+        check()
         bar.n = sum(w.done for w in workers)
         bar.refresh()
     results = [w.result() for w in workers]
@@ -557,8 +592,13 @@ class _Builder:
         self.workers = workers or max(1, min(2, os.cpu_count() or 1))
         self.inspect_tmp = None
         self.checksums = None
+        self.signals = _Signals()
 
     def run(self, inputs, names_dir, exclude):
+        with self.signals:
+            return self._run(inputs, names_dir, exclude)
+
+    def _run(self, inputs, names_dir, exclude):
         with self.steps.timed("check"):
             self.check(inputs, names_dir, exclude)
         _remove_stale_work_dirs(self.out)
@@ -571,7 +611,7 @@ class _Builder:
                 results, buckets = self.partition(cuts)
                 # The full-text index needs only the buckets: it starts now,
                 # while the domains are ranked here.
-                with _DeferredSignals():
+                with self.signals.held():
                     self.fts = _Worker(
                         "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
                         self.work, "fts",
@@ -630,17 +670,19 @@ class _Builder:
         )
 
     def cleanup(self):
-        for worker in self.running:
-            worker.stop()
-        if self.checksums is not None:
-            self.checksums.stop()
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        if self.inspect_tmp is not None:
-            Path(self.inspect_tmp).unlink(missing_ok=True)
-        if self.work is not None:
-            shutil.rmtree(self.work, ignore_errors=True)
+        # Whole, even if Ctrl-C is pressed again: a signal is dropped here.
+        with self.signals.held(swallow=True):
+            for worker in self.running:
+                worker.stop()
+            if self.checksums is not None:
+                self.checksums.stop()
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+            if self.inspect_tmp is not None:
+                Path(self.inspect_tmp).unlink(missing_ok=True)
+            if self.work is not None:
+                shutil.rmtree(self.work, ignore_errors=True)
 
     # 1. check: everything is read and validated before anything is written.
     def check(self, inputs, names_dir, exclude):
@@ -688,13 +730,15 @@ class _Builder:
             if len(shares) == 1 and self.workers == 1:
                 results = [partition_part({**base, "worker": 0, "tasks": shares[0]}, bar.update)]
             else:
-                self.running = []
-                for k, tasks in enumerate(shares):
-                    with _DeferredSignals():
+                # Held while workers start and are waited for: each is on
+                # the list that cleanup stops, and no Popen lock is left taken.
+                with self.signals.held():
+                    self.running = []
+                    for k, tasks in enumerate(shares):
                         spec = {**base, "worker": k, "tasks": tasks}
                         self.running.append(_Worker("partition", spec, self.work, f"partition-{k}"))
-                results = _wait_all(self.running, bar)
-                self.running = []
+                    results = _wait_all(self.running, bar, self.signals.check)
+                    self.running = []
         # Totals, and the buckets in row order with the rowid each starts at.
         self.loaded_per_source = [0] * len(self.sources)
         for result in results:
@@ -766,7 +810,10 @@ class _Builder:
         self.domain_count, self.registered_count = len(self.domain_rows), len(self.registered_rows)
         del self.domain_rows, self.registered_rows
         _release_memory()
-        with self.steps.bar("load images", self.rows) as bar, ThreadPoolExecutor(1) as reader:
+        # Held while the reader thread runs, raised between chunks: an
+        # interrupt inside the thread pool's locks could leave it waiting for
+        # ever, and the build with it.
+        with self.signals.held(), self.steps.bar("load images", self.rows) as bar, ThreadPoolExecutor(1) as reader:
             # The next bucket is read and sorted (Arrow, without the GIL) on
             # a thread while this one is inserted.
             def read(bucket):
@@ -783,6 +830,7 @@ class _Builder:
                     rowid = first + start
                     self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
                     bar.update(chunk.num_rows)
+                    self.signals.check()
                 del table
                 _release_memory(collect=False)
             self.conn.execute("commit")
@@ -811,9 +859,9 @@ class _Builder:
         self.conn.executemany("insert into build_info (key, value) values (?, ?)", list(facts.items()))
 
     def copy_fts(self):
-        with self.steps.bar("full-text index", self.rows) as bar:
-            _wait_all([self.fts], bar)
-        self.running = []
+        with self.signals.held(), self.steps.bar("full-text index", self.rows) as bar:
+            _wait_all([self.fts], bar, self.signals.check)
+            self.running = []
         conn = self.conn
         conn.execute(sql.CREATE_FTS)
         conn.execute("attach database ? as side", [str(self.work / "fts.db")])
@@ -888,7 +936,7 @@ class _Builder:
             fp.flush()
             os.fsync(fp.fileno())
         # Both or neither: a Ctrl-C from here on is too late to stop the build.
-        with _DeferredSignals(swallow=True):
+        with self.signals.held(swallow=True):
             os.replace(self.db_path, self.out)
             os.replace(self.inspect_tmp, self.inspect_path)
             self.inspect_tmp = None

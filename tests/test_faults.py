@@ -824,6 +824,82 @@ def test_interrupt_as_a_worker_starts_leaves_no_worker(scene, parquet_dir, monke
     scene.assert_untouched()
 
 
+# Python's own SIGINT handler raises KeyboardInterrupt wherever the main
+# thread is, also just after it took a lock and before the try (or with) that
+# releases it. This build takes the signal there: run with two partition
+# workers, as on the usual two cores.
+LOCK_TAKEN_THEN_INTERRUPTED = """
+import os, signal, sys, threading
+from concurrent.futures import _base
+from datasette_laion import build, cli
+
+fired = []
+
+def interrupt():
+    # Ctrl-C to this process only, handled as os.kill returns: the lock is taken.
+    if not fired and threading.current_thread() is threading.main_thread():
+        fired.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+class WaitpidLock:
+    # Popen's: Popen.poll() takes it with acquire(False), then enters its try.
+    def __init__(self):
+        self.lock = threading.Lock()
+    def acquire(self, blocking=True, timeout=-1):
+        taken = self.lock.acquire(blocking, timeout)
+        if taken and not blocking:
+            interrupt()
+        return taken
+    def release(self):
+        self.lock.release()
+    def __enter__(self):
+        self.lock.acquire()
+    def __exit__(self, *exc):
+        self.lock.release()
+
+class Condition(threading.Condition):
+    # A future's: Future.result() takes it in __enter__, then enters its with.
+    def __enter__(self):
+        taken = super().__enter__()
+        interrupt()
+        return taken
+
+os.cpu_count = lambda: 2
+if sys.argv[1] == "partition":
+    start = build._Worker.__init__
+    def started(self, *args):
+        start(self, *args)
+        self.process._waitpid_lock = WaitpidLock()
+    build._Worker.__init__ = started
+else:
+    init = _base.Future.__init__
+    def future(self):
+        init(self)
+        self._condition = Condition()
+    _base.Future.__init__ = future
+cli.laion(sys.argv[2:], prog_name="python -m datasette_laion")
+"""
+
+
+@pytest.mark.parametrize("step", ["partition", "load"])
+def test_interrupt_just_after_a_lock_is_taken(step, scene, good, rows_parquet):
+    """Ctrl-C to the main process as it polls a partition worker (with
+    Popen's lock taken: the cleanup's wait for that worker then never ended),
+    or as it waits for the load's reader thread (with the future's lock
+    taken: the thread, and the thread pool's shutdown, then never ended). The
+    build holds signals while it waits for workers and threads, and raises
+    them where nothing is half-done."""
+    run = CliBuild([scene.out, rows_parquet, "--batch-size", 2_000], scene.env(),
+                   python=("-c", LOCK_TAKEN_THEN_INTERRUPTED, step))
+    code, stderr = run.finish(timeout=60)
+    assert _step_of(stderr) == step, stderr
+    assert code == 130, stderr
+    assert stderr.endswith(scene.interrupted()), stderr
+    run.assert_no_process_left()
+    scene.assert_untouched()
+    scene.assert_rerun_succeeds(good)
+
+
 def test_interrupt_between_the_two_renames_leaves_a_matching_pair(scene, good, monkeypatch):
     """OUT and inspect.json are replaced together or not at all."""
     replace = os.replace
