@@ -66,12 +66,17 @@ def thumbnail(url, caption, punsafe, threshold):
     )
 
 
+def rounded_html(value):
+    """A float as HTML (str), rounded, with its full value as the title."""
+    if value != 0 and abs(value) < 0.001:
+        return f'<span title="{value!r}">&lt;0.001</span>'
+    return f'<span title="{value!r}">{value:.3f}</span>'
+
+
 def rounded(value):
     if isinstance(value, bool) or not isinstance(value, float):
         return None
-    if value != 0 and abs(value) < 0.001:
-        return Markup(f'<span title="{value!r}">&lt;0.001</span>')
-    return Markup(f'<span title="{value!r}">{value:.3f}</span>')
+    return Markup(rounded_html(value))
 
 
 def render_cell(row, value, column, table, config):

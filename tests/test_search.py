@@ -276,3 +276,30 @@ async def test_a_count_that_takes_too_long_is_given_up_not_failed(ds, monkeypatc
     # a search that fits on one page counts itself, with no count query
     body = (await ds.client.get(f"{DB}/images.json?_search=axolotl")).json()
     assert body["filtered_table_rows_count_exact"] is True
+
+
+def test_search_page_cells_are_what_render_cell_gives(rows):
+    """The search table's cells, written column by column, are the plugin's
+    render_cell HTML (thumbnails, rounded scores) or the escaped value, for
+    every row of the sample (its hostile captions and URLs included)."""
+    from markupsafe import escape
+
+    from datasette_laion import config, render, search_view
+
+    found, domains = rows
+    labels = {i: d for d, i in domains.items()}
+    urls = {"row": f"{DB}/images/", "domain": f"{DB}/domain/"}
+    conf = dict(config.DEFAULTS)
+    columns = ["rowid"] + search.SEARCH_COLUMNS
+    writers = search_view.cell_writers(columns, labels, urls, conf)
+    for row in found:
+        for column in columns:
+            value = row[column]
+            if column == "rowid":
+                expected = f'<a href="{DB}/images/{value}">{value}</a>'
+            elif column == "domain_id" and value is not None:
+                expected = f'<a href="{DB}/domain/{value}">{escape(labels.get(value, ""))}</a>&nbsp;<em>{value}</em>'
+            else:
+                rendered = render.render_cell(row, value, column, "images", conf)
+                expected = rendered if rendered is not None else "&nbsp;" if value is None else escape(value)
+            assert writers[column](row) == str(expected), (row["rowid"], column)
