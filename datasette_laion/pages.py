@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 from datasette.database import QueryInterrupted
 from datasette.utils.asgi import Response
 
-from . import charts, functions, render, search, stats
+from . import charts, functions, metrics, render, search
 from .config import plugin_config
 from .views import error_response
 
@@ -119,7 +119,7 @@ def stats_data(raw, datasette, database):
         if count is not None:
             thresholds.append({"key": key, "label": label, "count": count, "share": _share(count, total), "url": url})
     histograms = {}
-    for name, metric in stats.METRICS.items():
+    for name, metric in metrics.METRICS.items():
         buckets = raw["histograms"].get(name)
         if buckets is None:
             continue
@@ -173,7 +173,7 @@ def _histogram_summary(name, entry):
     buckets = entry["buckets"]
     if not buckets:
         return f"No {entry['label']} values."
-    metric = stats.METRICS[name]
+    metric = metrics.METRICS[name]
     peak = max(buckets, key=lambda b: b["count"])
     parts = [f"{entry['count'] or 0:,} images"]
     if entry.get("missing"):
@@ -192,7 +192,7 @@ def _charts(data):
     total = data["rows"]
     histograms = []
     for name, entry in data["histograms"].items():
-        metric = stats.METRICS[name]
+        metric = metrics.METRICS[name]
         summary = _histogram_summary(name, entry)
         histograms.append({
             "name": name,

@@ -609,3 +609,22 @@ def test_table_rows_are_written_as_datasettes_template_writes_them(ds):
     assert ours != theirs  # two templates (the rows' whitespace differs)
     assert squeezed(ours) == squeezed(theirs)
     assert "<script>" not in ours and "&lt;script&gt;" in ours and '<a href="/x">x</a>' in ours
+
+
+def test_a_server_process_does_not_load_arrow(built):
+    """Arrow (~50 MB resident) is the build's: a started site that has served
+    its pages has not imported it, so each worker stays small."""
+    code = f"""
+import asyncio, sys
+from datasette_laion import site
+ds = site.make_datasette({str(built.path)!r}, {str(built.inspect_path)!r})
+async def visit():
+    await ds.invoke_startup()
+    for path in ["/", "/{DB}", "/{DB}/images?_search=dog", "/{DB}/images", "/-/laion/stats", "/-/laion/mywork?q=x"]:
+        assert (await ds.client.get(path)).status_code == 200, path
+asyncio.run(visit())
+print(sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow"))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
