@@ -11,13 +11,15 @@ from pathlib import Path
 
 import click
 
-from . import build as build_module
-from . import sample as sample_module
 from . import serving, site
 from .version import __version__
 
 DATABASE_FILE = site.DATABASE_FILE
 DEMO_ROWS = 50_000
+# build.DEFAULT_BATCH_SIZE (a test checks), here so that loading the command
+# group (as every `datasette` command and each server worker does) does not
+# import the build and Arrow.
+DEFAULT_BATCH_SIZE = 50_000
 
 
 def default_cache_dir():
@@ -47,6 +49,8 @@ def sample(outdir, rows, files, seed, silent):
     """
     from tqdm import tqdm
 
+    from . import sample as sample_module
+
     with tqdm(total=rows, desc="sample", unit="rows", unit_scale=True, disable=silent, file=sys.stderr) as bar:
         paths = sample_module.generate(outdir, rows=rows, files=files, seed=seed, progress=bar.update)
     for path in paths:
@@ -62,7 +66,7 @@ def sample(outdir, rows, files, seed, silent):
               help="URLs or hashes to leave out: text (one per line), CSV or parquet with a url/hash column. Repeatable.")
 @click.option("--inspect-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the inspect data (default: inspect.json beside OUT)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=build_module.DEFAULT_BATCH_SIZE, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Rows per record batch read and inserted")
 @click.option("--silent", is_flag=True, help="No progress bars or summary")
 def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
@@ -73,6 +77,8 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
 
         datasette laion build laion-aesthetic-6pls.db data/
     """
+    from . import build as build_module
+
     # `kill -USR1 PID` prints where every thread of a build that seems stuck is.
     if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
         try:
@@ -153,7 +159,7 @@ def _find_inspect_file(db, inspect_file):
         data = json.loads(path.read_text())
     except (OSError, ValueError) as ex:
         raise click.ClickException(f"{path}: not a readable inspect file ({ex})") from None
-    name = build_module.database_name(db)
+    name = Path(db).stem  # the name Datasette gives it (build.database_name)
     if name not in data:
         click.echo(f"Note: {path} has no entry for database {name!r}; counts will be computed.", err=True)
     return path
@@ -228,6 +234,9 @@ def demo(rows, directory, host, port, rebuild):
 def ensure_demo_database(directory, rows, rebuild=False, progress=True):
     """The demo database in ``directory``, built from generated parquet unless
     an up-to-date one is already there."""
+    from . import build as build_module
+    from . import sample as sample_module
+
     directory = Path(directory)
     db = directory / DATABASE_FILE
     marker = directory / "demo.json"

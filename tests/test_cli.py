@@ -136,3 +136,20 @@ def test_demo_builds_once_then_reuses(tmp_path):
     assert db.stat().st_mtime_ns == mtime
     cli.ensure_demo_database(tmp_path, rows=2500, progress=False)
     assert db.stat().st_mtime_ns != mtime
+
+
+def test_command_group_loads_without_the_build():
+    """`datasette` loads the plugin's commands for every command (and each
+    server worker does): that must not import the build, nor Arrow; the
+    batch size the help shows is the build's."""
+    import subprocess
+    import sys
+
+    from datasette_laion import build, cli as laion_cli
+
+    code = ("import sys, datasette.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow' or m == 'datasette_laion.build'))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    assert laion_cli.DEFAULT_BATCH_SIZE == build.DEFAULT_BATCH_SIZE
