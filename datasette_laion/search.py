@@ -11,6 +11,7 @@ match count makes them cheap, and the page says so when it falls back.
 
 This module holds the request parsing and SQL; ``search_view`` renders it.
 """
+import collections
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 FILTER_SCAN_CAP = 50_000  # matches examined to count a filtered search
 DOMAIN_SCAN_MAX = 20_000  # domains this small are searched from the domain side
 COUNT_TIME_LIMIT_MS = 300  # a count that takes longer is given up, and the page says so
+COUNTS_KEPT = 4096  # counts of recent searches kept per database and process (KeptCounts)
 # Browsing with filters that no index answers checks rows one by one: a page
 # looks through windows of this many rowids, for at most BROWSE_TIME_MS, and
 # the next page goes on where it stopped.
@@ -279,6 +281,39 @@ async def run_browse(db, request, sorted_best_first=True):
     )
 
 
+class KeptCounts:
+    """The most recently used search counts of one immutable database: a
+    count is a pure function of the search and its filters there, and the
+    most expensive part of a filtered search (every match checked against
+    the filters), asked again for each next page."""
+
+    def __init__(self, entries=COUNTS_KEPT):
+        self.entries = entries
+        self.kept = collections.OrderedDict()
+
+    def get(self, key):
+        found = self.kept.get(key)
+        if found is not None:
+            self.kept.move_to_end(key)
+        return found
+
+    def put(self, key, value):
+        self.kept[key] = value
+        self.kept.move_to_end(key)
+        while len(self.kept) > self.entries:
+            self.kept.popitem(last=False)
+
+
+def _kept_counts(db):
+    """The KeptCounts of ``db``, or None for a database that can change."""
+    if db.is_mutable:
+        return None
+    counts = getattr(db, "_laion_counts", None)
+    if counts is None:
+        counts = db._laion_counts = KeptCounts()
+    return counts
+
+
 async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     """Run a search on a Datasette Database; returns a SearchResult."""
     columns = ["rowid"] + SEARCH_COLUMNS
@@ -368,7 +403,17 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
         return not windowed or window["position"] is None or window["position"] >= window["last"]
 
     async def count_matches():
-        """(count, exact): exact up to the cap; notes a partial count."""
+        """(count, exact, note or None): exact up to the cap; notes a
+        partial count; (None, False, note) when it takes too long."""
+        try:
+            return await count_capped()
+        except QueryInterrupted:
+            # e.g. a phrase of very common words that are rarely next to each
+            # other: every candidate has to be checked to count them.
+            return None, False, "These matches take too long to count; they are shown without a total."
+
+    async def count_capped():
+        note = None
         if where and not domain_small:
             count_sql = (
                 f"select count(*), (select count(*) from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
@@ -379,7 +424,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
             count = min(counted, COUNT_CAP)
             exact = counted <= COUNT_CAP and scanned < FILTER_SCAN_CAP
             if counted <= COUNT_CAP and scanned >= FILTER_SCAN_CAP:
-                notes.append(f"Counted among the first {FILTER_SCAN_CAP:,} matches of the search only.")
+                note = f"Counted among the first {FILTER_SCAN_CAP:,} matches of the search only."
         elif not where:
             # Nothing to check in images: count in the index alone.
             count_sql = f"select count(*) from ({matches_from} limit {COUNT_CAP + 1})"
@@ -392,7 +437,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
             )
             counted = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
             count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
-        return count, exact
+        return count, exact, note
 
     # The first page of a best-first search that fits on one page counts
     # itself: one scan instead of two (a phrase of common words can be slow).
@@ -402,13 +447,18 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
     if first_page_rows is not None and len(first_page_rows) <= request.size and exhausted():
         count, exact = len(first_page_rows), True
     else:
-        try:
-            count, exact = await count_matches()
-        except QueryInterrupted:
-            # e.g. a phrase of very common words that are rarely next to each
-            # other: every candidate has to be checked to count them.
-            count, exact = None, False
-            notes.append("These matches take too long to count; they are shown without a total.")
+        # The same search's count on its next pages (and for the next
+        # visitor) comes from the counts kept for the immutable database.
+        key = (request.query, tuple(request.filters), sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
+        counts = _kept_counts(db)
+        kept = counts.get(key) if counts is not None else None
+        if kept is None:
+            kept = await count_matches()
+            if counts is not None:
+                counts.put(key, kept)
+        count, exact, note = kept
+        if note:
+            notes.append(note)
     cheap = exact and count is not None and count <= RESORT_CAP
     order = "best first"
     if (request.relevance or request.sort) and not cheap:

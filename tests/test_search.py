@@ -34,6 +34,13 @@ def matching(rows, *terms):
     return out
 
 
+@pytest.fixture(autouse=True)
+def no_kept_counts(ds):
+    """Each test counts afresh: several change the caps or the SQL."""
+    ds.get_database(DB.strip("/"))._laion_counts = None
+    yield
+
+
 async def get(ds, path):
     response = await ds.client.get(path)
     return response
@@ -303,3 +310,47 @@ def test_search_page_cells_are_what_render_cell_gives(rows):
                 rendered = render.render_cell(row, value, column, "images", conf)
                 expected = rendered if rendered is not None else "&nbsp;" if value is None else escape(value)
             assert writers[column](row) == str(expected), (row["rowid"], column)
+
+
+@pytest.mark.asyncio
+async def test_counts_are_kept_for_the_next_pages(ds, rows, monkeypatch):
+    """A filtered search's count (every match checked against the filters)
+    is made once: its next pages, and the same search again, reuse it."""
+    from datasette.database import Database
+
+    images, _ = rows
+    counts = []
+    original = Database.execute
+
+    async def counting(self, sql, *args, **kwargs):
+        if sql.startswith("select count(*)"):
+            counts.append(sql)
+        return await original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "execute", counting)
+    path = f"{DB}/images.json?_search=dog&punsafe__lt=0.5&_size=5"
+    first = (await ds.client.get(path)).json()
+    expected = [r for r in matching(images, "dog") if r["punsafe"] is not None and r["punsafe"] < 0.5]
+    assert first["filtered_table_rows_count"] == len(expected) > 10 and len(counts) == 1
+    second = (await ds.client.get(f"{path}&_next={first['next']}")).json()
+    again = (await ds.client.get(path)).json()
+    assert len(counts) == 1
+    assert second["filtered_table_rows_count"] == again["filtered_table_rows_count"] == len(expected)
+    assert second["rows"] != first["rows"] and again["rows"] == first["rows"]
+    await ds.client.get(f"{DB}/images.json?_search=dog&punsafe__lt=0.6&_size=5")  # another filter: counted
+    await ds.client.get(f"{DB}/images.json?_search=cat&punsafe__lt=0.5&_size=5")  # another search: counted
+    assert len(counts) == 3
+
+
+def test_kept_counts_are_bounded_and_only_for_immutable_databases():
+    kept = search.KeptCounts(entries=3)
+    for i in range(5):
+        kept.put(i, (i, True, None))
+    assert kept.get(0) is None and kept.get(2) == (2, True, None)
+    kept.put(5, (5, True, None))  # 2 was used last: 3 goes
+    assert list(kept.kept) == [4, 2, 5]
+
+    class Mutable:
+        is_mutable = True
+
+    assert search._kept_counts(Mutable()) is None
