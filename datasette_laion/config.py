@@ -37,6 +37,10 @@ DEFAULTS = {
     # 0 turns the page cache off. The environment variable
     # DATASETTE_LAION_PAGE_CACHE_MB, when set, overrides this.
     "page_cache_mb": 16,
+    # Counts of recent searches kept per process (search.KeptCounts): a
+    # search's next pages, and the same search again, are not counted again.
+    # 0 turns this off. DATASETTE_LAION_COUNTS_KEPT, when set, overrides it.
+    "counts_kept": 4096,
 }
 
 
@@ -74,15 +78,20 @@ def validate(config):
     rows = config["big_table_rows"]
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise ConfigError(f"{PLUGIN}: big_table_rows must be a whole number of rows, 0 or more, not {rows!r}")
-    from_env = os.environ.get("DATASETTE_LAION_PAGE_CACHE_MB")
-    if from_env is not None:
-        try:
-            config["page_cache_mb"] = float(from_env)
-        except ValueError:
-            raise ConfigError(f"DATASETTE_LAION_PAGE_CACHE_MB must be a number of megabytes, not {from_env!r}") from None
+    for key, variable, kind, what in (("page_cache_mb", "DATASETTE_LAION_PAGE_CACHE_MB", float, "a number of megabytes"),
+                                      ("counts_kept", "DATASETTE_LAION_COUNTS_KEPT", int, "a whole number")):
+        from_env = os.environ.get(variable)
+        if from_env is not None:
+            try:
+                config[key] = kind(from_env)
+            except ValueError:
+                raise ConfigError(f"{variable} must be {what}, not {from_env!r}") from None
     cache_mb = config["page_cache_mb"]
     if not isinstance(cache_mb, (int, float)) or isinstance(cache_mb, bool) or not 0 <= cache_mb <= 4096:
         raise ConfigError(f"{PLUGIN}: page_cache_mb must be a number of megabytes from 0 to 4096, not {cache_mb!r}")
+    counts = config["counts_kept"]
+    if not isinstance(counts, int) or isinstance(counts, bool) or not 0 <= counts <= 1_000_000:
+        raise ConfigError(f"{PLUGIN}: counts_kept must be a whole number from 0 to 1000000, not {counts!r}")
     if config["database_path"] is not None:
         config["database_path"] = Path(config["database_path"])
         if config["inspect_file"] is None:

@@ -23,7 +23,7 @@ RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 FILTER_SCAN_CAP = 50_000  # matches examined to count a filtered search
 DOMAIN_SCAN_MAX = 20_000  # domains this small are searched from the domain side
 COUNT_TIME_LIMIT_MS = 300  # a count that takes longer is given up, and the page says so
-COUNTS_KEPT = 4096  # counts of recent searches kept per database and process (KeptCounts)
+COUNTS_KEPT = 4096  # counts of recent searches kept per database and process (KeptCounts; config counts_kept)
 # Browsing with filters that no index answers checks rows one by one: a page
 # looks through windows of this many rowids, for at most BROWSE_TIME_MS, and
 # the next page goes on where it stopped.
@@ -304,17 +304,18 @@ class KeptCounts:
             self.kept.popitem(last=False)
 
 
-def _kept_counts(db):
-    """The KeptCounts of ``db``, or None for a database that can change."""
-    if db.is_mutable:
+def _kept_counts(db, entries=COUNTS_KEPT):
+    """The KeptCounts of ``db``, or None for a database that can change (or
+    when none are to be kept)."""
+    if db.is_mutable or not entries:
         return None
     counts = getattr(db, "_laion_counts", None)
     if counts is None:
-        counts = db._laion_counts = KeptCounts()
+        counts = db._laion_counts = KeptCounts(entries)
     return counts
 
 
-async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
+async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, counts_kept=COUNTS_KEPT):
     """Run a search on a Datasette Database; returns a SearchResult."""
     columns = ["rowid"] + SEARCH_COLUMNS
     select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
@@ -450,7 +451,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None):
         # The same search's count on its next pages (and for the next
         # visitor) comes from the counts kept for the immutable database.
         key = (request.query, tuple(request.filters), sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
-        counts = _kept_counts(db)
+        counts = _kept_counts(db, counts_kept)
         kept = counts.get(key) if counts is not None else None
         if kept is None:
             kept = await count_matches()

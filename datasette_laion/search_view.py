@@ -162,7 +162,7 @@ async def handle(datasette, scope, receive, send, database, fmt):
             raise search.SearchError("_shape=object not available for tables with no primary keys")
         if parsed.query:
             sorted_best_first = await _sorted_best_first(db)
-            result = await search.run_search(db, parsed, sorted_best_first)
+            result = await search.run_search(db, parsed, sorted_best_first, counts_kept=config["counts_kept"])
         else:
             result = await search.run_browse(db, parsed, await _sorted_best_first(db))
     except search.SearchError as ex:

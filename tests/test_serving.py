@@ -628,3 +628,12 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "pyarrow"))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("value", [-1, "many", 2.5, True])
+def test_counts_kept_is_checked(value, monkeypatch):
+    monkeypatch.delenv("DATASETTE_LAION_COUNTS_KEPT", raising=False)
+    with pytest.raises(config.ConfigError, match="counts_kept must be a whole number"):
+        config.validate({**config.DEFAULTS, "counts_kept": value})
+    monkeypatch.setenv("DATASETTE_LAION_COUNTS_KEPT", "0")
+    assert config.validate(dict(config.DEFAULTS))["counts_kept"] == 0
