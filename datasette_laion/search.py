@@ -10,13 +10,16 @@ shown as "N+" beyond it; relevance (bm25) and other sorts are used when the
 match count makes them cheap, and the page says so when it falls back.
 
 This module holds the request parsing and SQL; ``search_view`` renders it.
+A search runs whole in one trip to a SQL thread (``in_one_trip``).
 """
 import collections
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from datasette.database import QueryInterrupted
+from datasette.database import QueryInterrupted, Results
+from datasette.utils import sqlite_timelimit
 
 COUNT_CAP = 10_000  # exact counts up to this many matches
 RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
@@ -188,7 +191,7 @@ AESTHETIC_BOUND = {
 }
 
 
-async def _conditions(db, request, sorted_best_first):
+def _conditions(db, request, sorted_best_first):
     """SQL conditions on images (aliased i) and on the FTS rowid (f.rowid),
     with parameters; plus the domain id if one was asked for, and the rowid
     span [low, high) the aesthetic filters come to (None: no bound)."""
@@ -197,7 +200,7 @@ async def _conditions(db, request, sorted_best_first):
     span = [None, None]
     for n, (column, op, value) in enumerate(request.filters):
         if column == "_domain":
-            rows = (await db.execute("select id from domain where domain = :d", {"d": value})).rows
+            rows = (db.execute("select id from domain where domain = :d", {"d": value})).rows
             if not rows:
                 raise SearchError(f"_domain: no images from {_clip(value)!r}")
             column, value = "domain_id", rows[0][0]
@@ -209,7 +212,7 @@ async def _conditions(db, request, sorted_best_first):
         if column == "aesthetic" and sorted_best_first:
             kind, bound_sql = AESTHETIC_BOUND.get(op, (None, None))
             if kind:
-                rows = (await db.execute(bound_sql, {"v": value})).rows
+                rows = (db.execute(bound_sql, {"v": value})).rows
                 if rows:
                     params[f"b{n}"] = rows[0][0]
                     fts_where.append(f"f.rowid {'<' if kind == 'upper' else '>='} :b{n}")
@@ -230,9 +233,9 @@ def _index_answers(column, op, sorted_best_first):
     )
 
 
-async def run_browse(db, request, sorted_best_first=True):
+def run_browse(db, request, sorted_best_first=True):
     """Images best first (rowid order) with filters and no search: a page of
-    the gallery, or of the search form's table view.
+    the gallery, or of the search form's table view. ``db``: a Connection.
 
     The domain and, in a database stored best first, the aesthetic score are
     answered by their indexes; any other filter is checked row by row, through
@@ -241,12 +244,12 @@ async def run_browse(db, request, sorted_best_first=True):
     matches."""
     columns = ["rowid"] + SEARCH_COLUMNS
     select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
-    where, _, params, _, (low, high) = await _conditions(db, request, sorted_best_first)
+    where, _, params, _, (low, high) = _conditions(db, request, sorted_best_first)
     notes = []
     if request.relevance or request.sort:
         notes.append("Sorted best first: other orders are offered for searches.")
     start = max(request.after or 0, (low or 1) - 1)  # rows after this rowid
-    last = (await db.execute("select max(rowid) from images")).rows[0][0] or 0
+    last = (db.execute("select max(rowid) from images")).rows[0][0] or 0
     if high is not None:
         last = min(last, high - 1)
     filters_sql = "".join(f" and {w}" for w in where)
@@ -261,7 +264,7 @@ async def run_browse(db, request, sorted_best_first=True):
             f"select {select} from images i where i.rowid > :start and i.rowid <= :end{filters_sql}"
             f" order by i.rowid limit {limit - len(rows)}"
         )
-        rows += list((await db.execute(sql, {**params, "start": position, "end": end})).rows)
+        rows += list((db.execute(sql, {**params, "start": position, "end": end})).rows)
         position = end
         if (time.perf_counter() - began) * 1000 > BROWSE_TIME_MS:
             break
@@ -279,6 +282,46 @@ async def run_browse(db, request, sorted_best_first=True):
         rows=rows, columns=columns, count=None, count_exact=False, next_token=next_token,
         notes=notes, sql=sql, params={**params, "start": start}, order="best first",
     )
+
+
+class Connection:
+    """Datasette's ``Database.execute()``, as the search uses it, on one
+    sqlite3 connection: each query with Datasette's time limit (or a
+    shorter one), an interrupted one raised as QueryInterrupted. A search
+    runs whole in one ``Database.execute_fn()`` call (``in_one_trip``): one
+    trip to a SQL thread instead of one per query; under load every trip
+    waits for the busy event loop to take up its answer."""
+
+    def __init__(self, conn, database, time_limit_ms):
+        self.conn = conn
+        self.database = database  # Datasette's Database: where the kept counts live
+        self.time_limit_ms = time_limit_ms
+
+    @property
+    def is_mutable(self):
+        return self.database.is_mutable
+
+    def execute(self, sql, params=None, custom_time_limit=None):
+        limit = self.time_limit_ms
+        if custom_time_limit and custom_time_limit < limit:
+            limit = custom_time_limit
+        with sqlite_timelimit(self.conn, limit):
+            try:
+                cursor = self.conn.cursor()
+                cursor.execute(sql, params if params is not None else {})
+                rows = cursor.fetchall()
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as ex:
+                if ex.args == ("interrupted",):
+                    raise QueryInterrupted(ex, sql, params) from None
+                raise
+        return Results(rows, False, cursor.description)
+
+
+async def in_one_trip(datasette, database, work):
+    """``work(connection)`` (a Connection) run in one trip to a SQL thread
+    of ``database`` (Datasette's Database); returns what it returns."""
+    time_limit_ms = datasette.setting("sql_time_limit_ms")
+    return await database.execute_fn(lambda conn: work(Connection(conn, database, time_limit_ms)))
 
 
 class KeptCounts:
@@ -304,28 +347,28 @@ class KeptCounts:
             self.kept.popitem(last=False)
 
 
-def _kept_counts(db, entries=COUNTS_KEPT):
-    """The KeptCounts of ``db``, or None for a database that can change (or
-    when none are to be kept)."""
-    if db.is_mutable or not entries:
+def _kept_counts(database, entries=COUNTS_KEPT):
+    """The KeptCounts of ``database`` (Datasette's), or None for a database
+    that can change (or when none are to be kept)."""
+    if database.is_mutable or not entries:
         return None
-    counts = getattr(db, "_laion_counts", None)
+    counts = getattr(database, "_laion_counts", None)
     if counts is None:
-        counts = db._laion_counts = KeptCounts(entries)
+        counts = database._laion_counts = KeptCounts(entries)
     return counts
 
 
-async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, counts_kept=COUNTS_KEPT):
-    """Run a search on a Datasette Database; returns a SearchResult."""
+def run_search(db, request, sorted_best_first=True, time_limit_ms=None, counts_kept=COUNTS_KEPT):
+    """Run a search on ``db`` (a Connection, inside ``in_one_trip``); returns a SearchResult."""
     columns = ["rowid"] + SEARCH_COLUMNS
     select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
-    where, fts_where, params, domain_id, (low, high) = await _conditions(db, request, sorted_best_first)
+    where, fts_where, params, domain_id, (low, high) = _conditions(db, request, sorted_best_first)
     params["q"] = request.query
     notes = []
 
-    async def execute(sql, limit_ms=None):
+    def execute(sql, limit_ms=None):
         try:
-            return await db.execute(sql, params, custom_time_limit=limit_ms or time_limit_ms)
+            return db.execute(sql, params, custom_time_limit=limit_ms or time_limit_ms)
         except Exception as ex:  # FTS5 syntax errors come as OperationalError
             message = str(ex)
             if any(m in message for m in ("fts5", "syntax error", "no such column", "unterminated", "unknown special query")):
@@ -339,7 +382,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
     # each checked against the index.
     domain_small = False
     if domain_id is not None:
-        size = (await db.execute("select image_counts from domain where id = :d", {"d": domain_id})).rows
+        size = (db.execute("select image_counts from domain where id = :d", {"d": domain_id})).rows
         domain_small = bool(size) and (size[0][0] or 0) <= DOMAIN_SCAN_MAX
     if domain_small:
         matches_from = (
@@ -378,11 +421,11 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
                                             and c != "_domain" for c, op, _ in request.filters)
     window = {"sql": None, "position": None, "last": None}
 
-    async def best_first_page():
+    def best_first_page():
         if not windowed:
-            return list((await execute(best_first_sql())).rows)
+            return list((execute(best_first_sql())).rows)
         start = max(request.after or 0, (low or 1) - 1)
-        last = (await db.execute("select max(rowid) from images")).rows[0][0] or 0
+        last = (db.execute("select max(rowid) from images")).rows[0][0] or 0
         if high is not None:
             last = min(last, high - 1)
         rows, position, began = [], start, time.perf_counter()
@@ -393,7 +436,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
                 f"select {select} from images_fts f join images i on i.rowid = f.rowid where images_fts match :q{fts_sql}"
                 f" and f.rowid > :wstart and f.rowid <= :wend{filters_sql} order by f.rowid limit {limit - len(rows)}"
             )
-            rows += list((await execute(window["sql"])).rows)
+            rows += list((execute(window["sql"])).rows)
             position = end
             if (time.perf_counter() - began) * 1000 > BROWSE_TIME_MS:
                 break
@@ -403,17 +446,17 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
     def exhausted():
         return not windowed or window["position"] is None or window["position"] >= window["last"]
 
-    async def count_matches():
+    def count_matches():
         """(count, exact, note or None): exact up to the cap; notes a
         partial count; (None, False, note) when it takes too long."""
         try:
-            return await count_capped()
+            return count_capped()
         except QueryInterrupted:
             # e.g. a phrase of very common words that are rarely next to each
             # other: every candidate has to be checked to count them.
             return None, False, "These matches take too long to count; they are shown without a total."
 
-    async def count_capped():
+    def count_capped():
         note = None
         if where and not domain_small:
             count_sql = (
@@ -421,7 +464,7 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
                 f" limit {FILTER_SCAN_CAP})) from (select 1 from (select f.rowid from images_fts f where images_fts match :q{fts_sql}"
                 f" limit {FILTER_SCAN_CAP}) m join images i on i.rowid = m.rowid where 1{filters_sql} limit {COUNT_CAP + 1})"
             )
-            counted, scanned = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0]
+            counted, scanned = (execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0]
             count = min(counted, COUNT_CAP)
             exact = counted <= COUNT_CAP and scanned < FILTER_SCAN_CAP
             if counted <= COUNT_CAP and scanned >= FILTER_SCAN_CAP:
@@ -429,14 +472,14 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
         elif not where:
             # Nothing to check in images: count in the index alone.
             count_sql = f"select count(*) from ({matches_from} limit {COUNT_CAP + 1})"
-            counted = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
+            counted = (execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
             count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
         else:
             count_sql = (
                 f"select count(*) from (select m.rowid from ({matches_from}) m join images i on i.rowid = m.rowid"
                 f" where 1{filters_sql} limit {COUNT_CAP + 1})"
             )
-            counted = (await execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
+            counted = (execute(count_sql, COUNT_TIME_LIMIT_MS)).rows[0][0]
             count, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
         return count, exact, note
 
@@ -444,17 +487,17 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
     # itself: one scan instead of two (a phrase of common words can be slow).
     first_page_rows = None
     if not (request.relevance or request.sort) and request.after is None:
-        first_page_rows = await best_first_page()
+        first_page_rows = best_first_page()
     if first_page_rows is not None and len(first_page_rows) <= request.size and exhausted():
         count, exact = len(first_page_rows), True
     else:
         # The same search's count on its next pages (and for the next
         # visitor) comes from the counts kept for the immutable database.
         key = (request.query, tuple(request.filters), sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
-        counts = _kept_counts(db, counts_kept)
+        counts = _kept_counts(db.database, counts_kept)
         kept = counts.get(key) if counts is not None else None
         if kept is None:
-            kept = await count_matches()
+            kept = count_matches()
             if counts is not None:
                 counts.put(key, kept)
         count, exact, note = kept
@@ -485,10 +528,10 @@ async def run_search(db, request, sorted_best_first=True, time_limit_ms=None, co
     else:
         sql = best_first_sql()
     if order == "best first":
-        rows = first_page_rows if first_page_rows is not None else await best_first_page()
+        rows = first_page_rows if first_page_rows is not None else best_first_page()
         sql = window["sql"] or sql
     else:
-        rows = list((await execute(sql)).rows)
+        rows = list((execute(sql)).rows)
     next_token = None
     if len(rows) > request.size:
         rows = rows[: request.size]

@@ -55,15 +55,17 @@ def _count_text(result):
     return f"{result.count:,}+ matches"
 
 
-async def _domain_labels(db, rows):
-    ids = sorted({r["domain_id"] for r in rows if r["domain_id"] is not None})
+def _domain_labels(conn, result):
+    """{domain id: domain} of the rows of a SearchResult."""
+    column = result.columns.index("domain_id")
+    ids = sorted({row[column] for row in result.rows if row[column] is not None})
     if not ids:
         return {}
     placeholders = ", ".join(f":d{i}" for i in range(len(ids)))
-    result = await db.execute(
+    found = conn.execute(
         f"select id, domain from domain where id in ({placeholders})", {f"d{i}": v for i, v in enumerate(ids)}
     )
-    return {row[0]: row[1] for row in result.rows}
+    return {row[0]: row[1] for row in found.rows}
 
 
 def cell_writers(columns, labels, urls, config):
@@ -160,11 +162,17 @@ async def handle(datasette, scope, receive, send, database, fmt):
         parsed = search.parse_request(request.args, default_size, max_size)
         if request.args.get("_shape") == "object":
             raise search.SearchError("_shape=object not available for tables with no primary keys")
-        if parsed.query:
-            sorted_best_first = await _sorted_best_first(db)
-            result = await search.run_search(db, parsed, sorted_best_first, counts_kept=config["counts_kept"])
-        else:
-            result = await search.run_browse(db, parsed, await _sorted_best_first(db))
+        html = fmt == "html"
+
+        def work(conn):  # the whole search, and the domains it shows, in one trip to a SQL thread
+            best_first = _sorted_best_first(conn)
+            if parsed.query:
+                found = search.run_search(conn, parsed, best_first, counts_kept=config["counts_kept"])
+            else:
+                found = search.run_browse(conn, parsed, best_first)
+            return found, _domain_labels(conn, found) if html else {}
+
+        result, labels = await search.in_one_trip(datasette, db, work)
     except search.SearchError as ex:
         response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
         await response.asgi_send(send)
@@ -194,7 +202,6 @@ async def handle(datasette, scope, receive, send, database, fmt):
             response = Response.json(body, default=str)
         await response.asgi_send(send)
         return
-    labels = await _domain_labels(db, rows)
     # Rendered here rather than cell by cell in Jinja, which costs more than
     # the search; every value goes through escape() or render. Only the view
     # asked for is rendered. Row links are built from the table's URL: rowids
@@ -262,12 +269,15 @@ async def handle(datasette, scope, receive, send, database, fmt):
     await Response.html(html).asgi_send(send)
 
 
-async def _sorted_best_first(db):
+def _sorted_best_first(conn):
     """Whether the build stored rows best first; asked once per (immutable) database."""
-    found = getattr(db, "_laion_sorted_best_first", None)
+    database = conn.database
+    found = getattr(database, "_laion_sorted_best_first", None)
     if found is None:
-        rows = (await db.execute("select value from build_info where key = 'order'")).rows
-        found = db._laion_sorted_best_first = bool(rows) and rows[0][0] == "aesthetic desc"
+        rows = conn.execute("select value from build_info where key = 'order'").rows
+        found = bool(rows) and rows[0][0] == "aesthetic desc"
+        if not database.is_mutable:
+            database._laion_sorted_best_first = found
     return found
 
 

@@ -265,16 +265,16 @@ def test_fts_query_default_mode(text, expected):
 
 @pytest.mark.asyncio
 async def test_a_count_that_takes_too_long_is_given_up_not_failed(ds, monkeypatch):
-    from datasette.database import Database, QueryInterrupted
+    from datasette.database import QueryInterrupted
 
-    original = Database.execute
+    original = search.Connection.execute
 
-    async def slow_counts(self, sql, *args, **kwargs):
+    def slow_counts(self, sql, *args, **kwargs):
         if sql.startswith("select count(*)"):
             raise QueryInterrupted(None, sql, {})
-        return await original(self, sql, *args, **kwargs)
+        return original(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(Database, "execute", slow_counts)
+    monkeypatch.setattr(search.Connection, "execute", slow_counts)
     body = (await ds.client.get(f"{DB}/images.json?_search=the&_size=3")).json()
     assert len(body["rows"]) == 3 and body["filtered_table_rows_count"] is None
     assert body["notes"] == ["These matches take too long to count; they are shown without a total."]
@@ -316,18 +316,16 @@ def test_search_page_cells_are_what_render_cell_gives(rows):
 async def test_counts_are_kept_for_the_next_pages(ds, rows, monkeypatch):
     """A filtered search's count (every match checked against the filters)
     is made once: its next pages, and the same search again, reuse it."""
-    from datasette.database import Database
-
     images, _ = rows
     counts = []
-    original = Database.execute
+    original = search.Connection.execute
 
-    async def counting(self, sql, *args, **kwargs):
+    def counting(self, sql, *args, **kwargs):
         if sql.startswith("select count(*)"):
             counts.append(sql)
-        return await original(self, sql, *args, **kwargs)
+        return original(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(Database, "execute", counting)
+    monkeypatch.setattr(search.Connection, "execute", counting)
     path = f"{DB}/images.json?_search=dog&punsafe__lt=0.5&_size=5"
     first = (await ds.client.get(path)).json()
     expected = [r for r in matching(images, "dog") if r["punsafe"] is not None and r["punsafe"] < 0.5]
@@ -354,3 +352,32 @@ def test_kept_counts_are_bounded_and_only_for_immutable_databases():
         is_mutable = True
 
     assert search._kept_counts(Mutable()) is None
+
+
+@pytest.mark.asyncio
+async def test_a_search_is_one_trip_to_a_sql_thread(ds, monkeypatch):
+    """Every query of a search (bounds, page, count, domain names) runs in
+    one execute_fn call, with Datasette's time limit on each."""
+    from datasette.database import Database
+
+    trips, limits = [], []
+    original_fn, original_execute = Database.execute_fn, search.Connection.execute
+
+    async def counting_trips(self, fn):
+        trips.append(fn)
+        return await original_fn(self, fn)
+
+    def noting_limits(self, sql, params=None, custom_time_limit=None):
+        limits.append(min(self.time_limit_ms, custom_time_limit or self.time_limit_ms))
+        return original_execute(self, sql, params, custom_time_limit)
+
+    monkeypatch.setattr(Database, "execute_fn", counting_trips)
+    monkeypatch.setattr(search.Connection, "execute", noting_limits)
+    for path in [f"{DB}/images?_search=dog&aesthetic__gte=5&punsafe__lt=0.5", f"{DB}/images.json?_search=the",
+                 f"{DB}/images?_view=gallery&punsafe__lt=0.5"]:
+        trips.clear()
+        limits.clear()
+        response = await ds.client.get(path)
+        assert response.status_code == 200
+        assert len(trips) == 1 and len(limits) >= 2, path
+        assert set(limits) <= {ds.setting("sql_time_limit_ms"), search.COUNT_TIME_LIMIT_MS}
