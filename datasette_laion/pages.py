@@ -333,43 +333,43 @@ def host_variants(host):
     return variants
 
 
-async def _rows(db, query, params):
-    result = await db.execute(query, params)
+def _rows(db, query, params):
+    result = db.execute(query, params)
     return [dict(zip(result.columns, row)) for row in result.rows]
 
 
-async def _site_answer(db, lookup):
+def _site_answer(db, lookup):
     host = None
     for candidate in host_variants(lookup.host):
-        found = await _rows(db, "select id, domain, image_counts, registered_domain_id from domain where domain = :d", {"d": candidate})
+        found = _rows(db, "select id, domain, image_counts, registered_domain_id from domain where domain = :d", {"d": candidate})
         if found:
             host = found[0]
             break
     registered = None
     if host and host["registered_domain_id"]:
-        registered = await _rows(db, "select * from registered_domain where id = :id", {"id": host["registered_domain_id"]})
+        registered = _rows(db, "select * from registered_domain where id = :id", {"id": host["registered_domain_id"]})
     else:
         names = {functions.registrable_domain(v) for v in host_variants(lookup.host)} - {None}
         for name in sorted(names):
-            registered = await _rows(db, "select * from registered_domain where registered_domain = :r", {"r": name})
+            registered = _rows(db, "select * from registered_domain where registered_domain = :r", {"r": name})
             if registered:
                 break
     registered = registered[0] if registered else None
     top_hosts = []
     if registered:
-        top_hosts = await _rows(
+        top_hosts = _rows(
             db,
             "select id, domain, image_counts from domain where registered_domain_id = :id order by id limit :n",
             {"id": registered["id"], "n": EXAMPLE_HOSTS},
         )
     exact = None
     if lookup.url:
-        exact = await _rows(
+        exact = _rows(
             db, "select rowid, url from images where url_hash = :h and url = :u limit 1",
             {"h": functions.url_hash(lookup.url), "u": lookup.url},
         )
     if host:
-        examples = await _rows(db, HOST_EXAMPLES, {"id": host["id"], "n": EXAMPLES})
+        examples = _rows(db, HOST_EXAMPLES, {"id": host["id"], "n": EXAMPLES})
         examples_from = host["domain"]
     elif top_hosts:
         # the best few of each of its largest hosts, then the best of those
@@ -378,7 +378,7 @@ async def _site_answer(db, lookup):
             for k in range(len(top_hosts))
         )
         params = {f"h{k}": h["id"] for k, h in enumerate(top_hosts)}
-        examples = await _rows(db, f"select * from ({union}) order by rowid limit :n", {**params, "n": EXAMPLES})
+        examples = _rows(db, f"select * from ({union}) order by rowid limit :n", {**params, "n": EXAMPLES})
         examples_from = registered["registered_domain"]
     else:
         examples, examples_from = [], None
@@ -396,7 +396,9 @@ async def mywork_page(request, datasette):
         lookup = parse_lookup(raw, kind)
         if lookup is None and fmt == "json":
             raise InputError("q: enter a website address, a domain or a name, e.g. ?q=example.com")
-        answer = await _answer(datasette, db, database, lookup) if lookup else None
+        # every query of the answer in one trip to a SQL thread (search.in_one_trip)
+        answer = await search.in_one_trip(
+            datasette, db, lambda conn: _answer(datasette, conn, database, lookup)) if lookup else None
         status, error = 200, None
     except InputError as ex:
         answer, status, error = None, 400, str(ex)
@@ -410,7 +412,7 @@ async def mywork_page(request, datasette):
     threshold = plugin_config(datasette)["safe_mode_threshold"]
     for example in (answer or {}).get("examples", []):
         example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold)
-    total = answer["rows"] if answer else await _total_rows(db)
+    total = answer["rows"] if answer else await search.in_one_trip(datasette, db, _total_rows)
     html = await datasette.render_template(
         "laion_mywork.html",
         {
@@ -433,21 +435,22 @@ async def mywork_page(request, datasette):
     return Response.html(html, status=status)
 
 
-async def _total_rows(db):
-    rows = (await db.execute("select value from build_info where key = 'rows'")).rows
+def _total_rows(db):
+    rows = db.execute("select value from build_info where key = 'rows'").rows
     return int(rows[0][0]) if rows else 0
 
 
-async def _answer(datasette, db, database, lookup):
-    """The answer as JSON-able data; the HTML page adds thumbnails."""
+def _answer(datasette, db, database, lookup):
+    """The answer as JSON-able data; the HTML page adds thumbnails. ``db``:
+    a search.Connection."""
     images = datasette.urls.table(database, "images")
-    total = await _total_rows(db)
+    total = _total_rows(db)
     answer = {
         "ok": True, "query": lookup.text, "kind": lookup.kind, "rows": total,
         "site": None, "exact_url": None, "name": None, "examples": [], "examples_from": None,
     }
     if lookup.kind == "site":
-        host, registered, top_hosts, exact, examples, examples_from = await _site_answer(db, lookup)
+        host, registered, top_hosts, exact, examples, examples_from = _site_answer(db, lookup)
         host_name = host["domain"] if host else lookup.host
         site = {
             "host": host_name,
@@ -492,8 +495,8 @@ async def _answer(datasette, db, database, lookup):
         answer["examples_from"] = examples_from
     else:
         phrase = functions.fts_phrase(lookup.text)
-        counted = (await db.execute(NAME_COUNT, {"q": phrase, "cap": COUNT_CAP + 1})).rows[0][0]
-        examples = await _rows(db, NAME_EXAMPLES, {"q": phrase, "n": EXAMPLES})
+        counted = (db.execute(NAME_COUNT, {"q": phrase, "cap": COUNT_CAP + 1})).rows[0][0]
+        examples = _rows(db, NAME_EXAMPLES, {"q": phrase, "n": EXAMPLES})
         search_url = functions.phrase_search_url(lambda: images)(lookup.text)
         answer["name"] = {
             "phrase": lookup.text,
@@ -509,7 +512,7 @@ async def _answer(datasette, db, database, lookup):
     ids = sorted({e["domain_id"] for e in examples if e["domain_id"] is not None})
     if ids:
         placeholders = ", ".join(f":d{k}" for k in range(len(ids)))
-        result = await db.execute(
+        result = db.execute(
             f"select id, domain from domain where id in ({placeholders})", {f"d{k}": v for k, v in enumerate(ids)}
         )
         labels = dict(result.rows)
