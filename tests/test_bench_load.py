@@ -264,3 +264,15 @@ def test_the_script_runs_against_our_server(built, tmp_path):
     assert result["requests"] > 0 and result["errors"] == 0, result["error_breakdown"]
     assert result["kinds"]["home"]["cached"] > 0  # the home page, once rendered, comes from the cache
     assert result["kinds"]["row images"]["cached"] == 0  # row pages are not kept
+
+
+def test_search_terms_are_asked_by_popularity():
+    """Within a band, the first term is asked most often (1/rank), every term
+    sometimes; and the mix outlasts a run (no replays)."""
+    import collections
+
+    rng = random.Random(0)
+    drawn = collections.Counter(bench._search(rng, CATALOG, ["~5"])[1] for _ in range(6_000))
+    assert drawn["~5-a"] > drawn["~5-b"] > drawn["~5-c"] > 0
+    assert drawn["~5-a"] / drawn["~5-c"] == pytest.approx(3, rel=0.15)
+    assert bench.MIX_SIZE >= 500 * 120  # 120 s at 500 req/s
