@@ -637,3 +637,55 @@ def test_counts_kept_is_checked(value, monkeypatch):
         config.validate({**config.DEFAULTS, "counts_kept": value})
     monkeypatch.setenv("DATASETTE_LAION_COUNTS_KEPT", "0")
     assert config.validate(dict(config.DEFAULTS))["counts_kept"] == 0
+
+
+@pytest.mark.asyncio
+async def test_row_pages_count_their_links_from_the_builds_figures(ds, db, monkeypatch):
+    """A domain's row page says how many images link to it (and a registered
+    domain's, how many hosts) from the counts the build stored, not by
+    counting the images.domain_id index; the figures are the true counts."""
+    true_images = dict(db.execute("select domain_id, count(*) from images where domain_id is not null group by domain_id"))
+    true_hosts = dict(db.execute("select registered_domain_id, count(*) from domain group by registered_domain_id"))
+    ids = [r[0] for r in db.execute("select id from domain order by id limit 20")]
+    ids += [r[0] for r in db.execute("select id from domain order by id desc limit 20")]
+    calls, original = [], Database.execute
+
+    async def noting(self, sql, *args, **kwargs):
+        if self.name == DB:
+            calls.append(sql)
+        return await original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "execute", noting)
+    for table, row_ids, truth in (("domain", ids, true_images), ("registered_domain", ids[:10], true_hosts)):
+        for row_id in row_ids:
+            calls.clear()
+            body = (await get(ds, f"/{DB}/{table}/{row_id}.json?_extras=foreign_key_tables")).json()
+            (links,) = body["foreign_key_tables"]
+            assert links["count"] == truth.get(row_id, 0), (table, row_id)
+            assert not [c for c in calls if "count(*)" in c], [c for c in calls if "count(*)" in c]
+    # a missing row: Datasette's 404, as before
+    assert (await get(ds, f"/{DB}/domain/99999999")).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_link_counts_of_other_databases_are_counted(tmp_path):
+    """Another immutable database with tables of the same names (not built
+    by this project: no build_info) gets Datasette's own count."""
+    import sqlite3
+
+    from datasette.app import Datasette
+
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        create table domain (id integer primary key, domain text, image_counts integer);
+        create table images (url text, domain_id integer references domain(id));
+        insert into domain values (1, 'example.com', 999);
+        insert into images values ('https://example.com/a.jpg', 1), ('https://example.com/b.jpg', 1);
+    """)
+    conn.commit()
+    conn.close()
+    other = Datasette(immutables=[str(path)])
+    await other.invoke_startup()
+    body = (await other.client.get("/other/domain/1.json?_extras=foreign_key_tables")).json()
+    assert body["foreign_key_tables"][0]["count"] == 2
