@@ -149,14 +149,43 @@ async def test_sort_by_column_when_cheap(ds, rows):
         ("_domain=render.fineartamerica.com&punsafe__lt=0.5", lambda r: r["domain_id"] == 2 and r["punsafe"] < 0.5),
     ],
 )
-async def test_filters_combined_with_search(ds, rows, args, check):
+async def test_filters_combined_with_search(ds, rows, args, check, monkeypatch):
     images, _ = rows
+    monkeypatch.setattr(search, "FILTER_SCAN_CAP", 10**6)  # every match checked: exact counts (see below)
     for word in ("the", "dog"):
         expected = [r["rowid"] for r in matching(images, word) if check(r)]
         found, _ = await all_pages(ds, f"{DB}/images.json?_search={word}&{args}", size=100)
         assert [r["rowid"] for r in found] == expected, (word, args)
         body = (await ds.client.get(f"{DB}/images.json?_search={word}&{args}&_size=1")).json()
         assert body["filtered_table_rows_count"] == len(expected) and body["filtered_table_rows_count_exact"]
+
+
+@pytest.mark.asyncio
+async def test_filtered_counts_check_the_first_matches_only(ds, rows, monkeypatch):
+    """A filter checked row by row is checked against the first
+    FILTER_SCAN_CAP matches (best first) for the count: exact when the
+    search has no more, else "N+" (a lower bound) with a note; the pages
+    still list every match that passes."""
+    images, _ = rows
+    monkeypatch.setattr(search, "FILTER_SCAN_CAP", 50)
+    passing = [r for r in matching(images, "the") if r["punsafe"] < 0.5]
+    first = [r for r in matching(images, "the")[:50] if r["punsafe"] < 0.5]
+    body = (await ds.client.get(f"{DB}/images.json?_search=the&punsafe__lt=0.5&_size=5")).json()
+    assert body["filtered_table_rows_count"] == len(first) < len(passing)
+    assert body["filtered_table_rows_count_exact"] is False
+    assert "Counted among the first 50 matches of the search only." in body["notes"]
+    html = (await ds.client.get(f"{DB}/images?_search=the&punsafe__lt=0.5&_size=5")).text
+    assert f"{len(first):,}+ matches" in html
+    found, _ = await all_pages(ds, f"{DB}/images.json?_search=the&punsafe__lt=0.5", size=100)
+    assert [r["rowid"] for r in found] == [r["rowid"] for r in passing]
+    rare = next(w for w in ("lemur", "axolotl", "kinkade") if 5 < len(matching(images, w)) <= 50)
+    expected = [r for r in matching(images, rare) if r["punsafe"] < 0.5]
+    body = (await ds.client.get(f"{DB}/images.json?_search={rare}&punsafe__lt=0.5&_size=2")).json()
+    assert body["filtered_table_rows_count"] == len(expected) and body["filtered_table_rows_count_exact"] is True
+    # an aesthetic floor is a rowid bound: counted in the full-text index alone, exact to COUNT_CAP
+    expected = [r for r in matching(images, "the") if r["aesthetic"] >= 6.5]
+    body = (await ds.client.get(f"{DB}/images.json?_search=the&aesthetic__gte=6.5&_size=2")).json()
+    assert body["filtered_table_rows_count"] == len(expected) > 50 and body["filtered_table_rows_count_exact"] is True
 
 
 @pytest.mark.asyncio
@@ -321,7 +350,7 @@ async def test_counts_are_kept_for_the_next_pages(ds, rows, monkeypatch):
     original = search.Connection.execute
 
     def counting(self, sql, *args, **kwargs):
-        if sql.startswith("select count(*)"):
+        if sql.startswith("select count(*)") and "join images" in sql:  # matches checked against the filters
             counts.append(sql)
         return original(self, sql, *args, **kwargs)
 
