@@ -316,7 +316,7 @@ class PageCache:
         head, slash, name = path.rpartition(b"/")
         if not name or head + slash not in listings:
             return False
-        stem, dot, extension = name.partition(b".")  # Datasette tilde-encodes dots in names
+        _, dot, extension = name.partition(b".")  # Datasette tilde-encodes dots in names
         return not dot or extension == b"json"
 
     def key(self, scope):

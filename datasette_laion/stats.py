@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import sql
-from .metrics import METRICS, THRESHOLDS, Metric  # noqa: F401 (Metric: for callers)
+from .metrics import METRICS, THRESHOLDS
 
 
 def edges(metric):
