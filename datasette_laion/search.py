@@ -303,10 +303,6 @@ class Connection:
         self.database = database  # Datasette's Database: where the kept counts live
         self.time_limit_ms = time_limit_ms
 
-    @property
-    def is_mutable(self):
-        return self.database.is_mutable
-
     def execute(self, sql, params=None, custom_time_limit=None):
         limit = self.time_limit_ms
         if custom_time_limit and custom_time_limit < limit:
@@ -364,7 +360,7 @@ def _kept_counts(database, entries=COUNTS_KEPT):
     return counts
 
 
-def run_search(db, request, sorted_best_first=True, time_limit_ms=None, counts_kept=COUNTS_KEPT):
+def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
     """Run a search on ``db`` (a Connection, inside ``in_one_trip``); returns a SearchResult."""
     columns = ["rowid"] + SEARCH_COLUMNS
     select = "i.rowid as rowid, " + ", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS)
@@ -374,7 +370,7 @@ def run_search(db, request, sorted_best_first=True, time_limit_ms=None, counts_k
 
     def execute(sql, limit_ms=None):
         try:
-            return db.execute(sql, params, custom_time_limit=limit_ms or time_limit_ms)
+            return db.execute(sql, params, custom_time_limit=limit_ms)
         except Exception as ex:  # FTS5 syntax errors come as OperationalError
             message = str(ex)
             if any(m in message for m in ("fts5", "syntax error", "no such column", "unterminated", "unknown special query")):
