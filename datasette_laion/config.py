@@ -32,7 +32,7 @@ DEFAULTS = {
     # tables are read whole in well under the time limit (the 288k-row domain
     # table: ~50 ms).
     "big_table_rows": 1_000_000,
-    # Megabytes of rendered pages each server process keeps (fastpaths.py:
+    # Megabytes of rendered pages each server process keeps (page_cache.py:
     # the home and database pages and the listings, for anonymous visitors);
     # 0 turns the page cache off. The environment variable
     # DATASETTE_LAION_PAGE_CACHE_MB, when set, overrides this.

@@ -35,17 +35,14 @@ count is unknown.
 """
 import json
 import re
-import sqlite3
-import threading
 from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import parse_qsl, urlencode
 
-from datasette.filters import Filters
-from datasette.utils import tilde_decode, urlsafe_components
+from .compat import FILTER_LOOKUPS as LOOKUPS
+from .compat import urlsafe_components
 
-# Datasette's filter operators (col__op=value), and those an index answers.
-LOOKUPS = frozenset(key for key, _, _ in Filters([]).lookups())
+# Datasette's filter operators (col__op=value): LOOKUPS; those an index answers:
 INDEX_LOOKUPS = ("exact", "gt", "gte", "lt", "lte", "isnull", "notnull", "notblank")
 # An exact value's rows come from its index in rowid (primary key) order.
 EQUALITY_LOOKUPS = frozenset({"exact", "isnull"})
@@ -290,10 +287,10 @@ def _check_next(table, pairs, sort):
         raise _bad(f"_next: {_clip(token)!r} is not a page token of this page; follow its Next page link")
 
 
-def decide(table, fmt, query_string):
+def decide(table, fmt, query):
     """The Decision for a request to ``table`` (format None, "json", "csv")
-    with the given query string."""
-    pairs = parse_qsl(query_string, keep_blank_values=True)
+    with the given query: a query string, or its (name, value) pairs."""
+    pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else list(query)
     try:
         return _decide(table, fmt, pairs)
     except Refusal as ex:
@@ -389,7 +386,8 @@ def _browse_redirect(table, fmt, pairs, sort, filters):
     return urlencode(out + [("_view", "table")])
 
 
-def _rows(table):    return f"{table.count:,} rows" if table.count is not None else "rows"
+def _rows(table):
+    return f"{table.count:,} rows" if table.count is not None else "rows"
 
 
 def _refuse_scans(table, fmt, pairs, sort):
@@ -502,254 +500,6 @@ def _unsort(table, pairs):
         out.append(("_sort", table.key))
         return out, (table.key, False, True)
     return out, None
-
-
-# SQLite's own limits on every connection of the site: what one query can
-# build in memory (randomblob(1e9), a group_concat of every caption) and how
-# long an SQL text may be. The longest value in the data is a few KB.
-SQLITE_LIMITS = {
-    "SQLITE_LIMIT_LENGTH": 1_000_000,  # bytes of any one string, blob or row
-    "SQLITE_LIMIT_SQL_LENGTH": 100_000,  # characters of SQL
-    "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 10_000,
-}
-
-
-def limit_connection(conn):
-    """Apply SQLITE_LIMITS to a connection (Python 3.11+ has setlimit), and
-    put printf()/format() behind a check: SQLite's "%.Nc" repeats a character
-    N times in one step, seconds that no time limit interrupts."""
-    if hasattr(conn, "setlimit"):
-        for name, value in SQLITE_LIMITS.items():
-            conn.setlimit(getattr(sqlite3, name), value)
-    conn.create_function("printf", -1, printf)
-    conn.create_function("format", -1, printf)
-
-
-# A printf conversion: flags, width, precision, size, type.
-PRINTF_RE = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d*))?(?:ll|l)?([a-zA-Z%]|$)")
-_printf_local = threading.local()
-
-
-def printf(*args):
-    """SQLite's printf(), or NULL (as SQLite gives for a result over its
-    length limit) when a %c conversion would repeat more than that."""
-    if not args:
-        return None
-    template, values = args[0], list(args[1:])
-    if isinstance(template, str) and "c" in template:
-        for match in PRINTF_RE.finditer(template):
-            width, precision, kind = match.groups()
-            if kind == "%":
-                continue
-            if width == "*":
-                values = values[1:]
-            if precision == "*":
-                precision, values = (values[0] if values else 0), values[1:]
-            values = values[1:]
-            try:
-                repeat = abs(int(precision or 0))
-            except (TypeError, ValueError):
-                repeat = 0
-            if kind == "c" and repeat > SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"]:
-                return None
-    conn = getattr(_printf_local, "conn", None)
-    if conn is None:
-        conn = _printf_local.conn = sqlite3.connect(":memory:", check_same_thread=False)
-        if hasattr(conn, "setlimit"):
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"])
-    try:
-        return conn.execute(f"select printf({', '.join('?' * len(args))})", args).fetchone()[0]
-    except sqlite3.Error:
-        return None
-
-
-# ------------------------------------------------------------------ the glue
-
-ROUTE_RE = re.compile(r"^/(?P<database>[^/.]+)(?:/(?P<table>[^/.]+))?(?:\.(?P<format>\w+))?$")
-ROW_RE = re.compile(r"^/(?P<database>[^/.]+)/(?P<table>[^/.]+)/(?P<pks>[^/]+?)(?:\.(?P<format>\w+))?$")
-
-
-def parse_path(path):
-    """(database route, table or None, format or None) of a database or
-    table URL (base_url already removed), else None."""
-    match = ROUTE_RE.match(path)
-    if not match:
-        return None
-    table = match.group("table")
-    return tilde_decode(match.group("database")), tilde_decode(table) if table else None, match.group("format")
-
-
-async def describe(datasette, db, name, config):
-    """The Table for ``name`` in ``db``, or None when it is no table or view;
-    kept for the life of an immutable database."""
-    cache = db.__dict__.setdefault("_laion_guard_tables", {})
-    if name in cache and not db.is_mutable:
-        return cache[name]
-    is_view = bool(await db.get_view_definition(name))
-    if not is_view and not await db.table_exists(name):
-        return None
-    table_metadata = datasette.table_metadata(db.name, name) or {}
-    guarded_names = await _guarded_names(db, config)
-
-    def read(conn):
-        indexed = set()
-        for index in conn.execute(f"pragma index_list([{name}])").fetchall():
-            first = conn.execute(f"pragma index_info([{index[1]}])").fetchone()
-            if first and first[2]:
-                indexed.add(first[2])
-        return indexed
-
-    indexed = await db.execute_fn(read)
-    columns = tuple(await db.table_columns(name))
-    pks = tuple(await db.primary_keys(name)) if not is_view else ()
-    counts = db.cached_table_counts if not db.is_mutable else None
-    if counts is None:
-        counts = await db.table_counts(limit=100)
-    count = counts.get(name) if counts else None
-    fts = bool(not is_view and (table_metadata.get("fts_table") or await db.fts_table(name)))
-    sort = table_metadata.get("sort")
-    sort_desc = table_metadata.get("sort_desc")
-    natural = "aesthetic" if name == "images" and "aesthetic" in columns and await _best_first(db) else None
-    browse = natural is not None and db.name == config["database"]  # search_view's browsing
-    big = not is_view and (count is None or count >= config["big_table_rows"])
-    table = Table(
-        name=name,
-        columns=columns,
-        primary_keys=pks,
-        indexed=frozenset(indexed | set(pks[:1])),
-        count=count,
-        guarded=name in guarded_names or big,
-        is_view=is_view,
-        fts=fts,
-        sortable=frozenset(table_metadata["sortable_columns"]) if "sortable_columns" in table_metadata else None,
-        default_sort=(sort, False) if sort else ((sort_desc, True) if sort_desc else None),
-        natural=natural,
-        browse=browse,
-    )
-    cache[name] = table
-    return table
-
-
-async def _guarded_names(db, config):
-    names = set(config["guarded_tables"])
-    for name in config["guarded_tables"]:
-        if await db.table_exists(name):
-            fts = await db.fts_table(name)
-            if fts:
-                names.add(fts)
-                names.update(fts + suffix for suffix in FTS_SHADOW_SUFFIXES)
-    return names
-
-
-async def _best_first(db):
-    """Whether the build stored images best first (build_info order)."""
-    try:
-        rows = (await db.execute("select value from build_info where key = 'order'")).rows
-    except sqlite3.Error:  # no build_info: not a database this project built
-        return False
-    return bool(rows) and rows[0][0] == "aesthetic desc"
-
-
-async def check(datasette, scope, receive, send, config):
-    """Check an HTTP request before Datasette answers it: returns the scope to
-    pass on (rewritten when the guard rewrote the query string), or None when
-    the guard has answered it with a 400."""
-    if scope.get("type") != "http":
-        return scope
-    raw_path = scope.get("raw_path") or b""
-    if not raw_path.isascii():
-        # Datasette decodes raw paths as ASCII and fails with a 500
-        return await _answer(datasette, scope, receive, send, None, "Invalid request",
-                             "The address holds characters that are not URL-encoded.")
-    path = raw_path.decode("ascii").partition("?")[0] if raw_path else scope.get("path", "")
-    base_url = datasette.setting("base_url")
-    if base_url != "/" and path.startswith(base_url):
-        path = "/" + path[len(base_url):]
-    if path == "/-/allow-debug":
-        try:
-            check_allow_debug(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        except Refusal as ex:
-            return await _answer(datasette, scope, receive, send, None, ex.title, ex.message)
-        return scope
-    route = parse_path(path)
-    if route is None:
-        return await _check_row(datasette, scope, receive, send, path, config)
-    database, name, fmt = route
-    try:
-        db = datasette.get_database(route=database)
-    except KeyError:
-        return scope
-    query_string = scope.get("query_string", b"").decode("latin-1")
-    table = None
-    is_table = name is not None and fmt in (None, "json", "csv")
-    if is_table and await datasette.get_canned_query(db.name, name, scope.get("actor")) is None:
-        table = await describe(datasette, db, name, config)
-    if table is None:  # the database page (SQL), a canned query, or no such table
-        try:
-            pairs = parse_qsl(query_string, keep_blank_values=True)
-            check_common(pairs)
-            if name is None and fmt == "csv" and not (_first(pairs, "sql") or "").strip():
-                # Datasette 0.65 fails with a 500 on the database page as CSV
-                raise _bad("CSV of a query: add ?sql=select ... (the database page itself has no CSV)")
-        except Refusal as ex:
-            return await _answer(datasette, scope, receive, send, fmt, ex.title, ex.message)
-        return scope
-    decision = decide(table, fmt, query_string)
-    if decision.status == 302:
-        from datasette.utils.asgi import Response
-
-        location = (raw_path.decode("ascii") if raw_path else scope["path"]).partition("?")[0] + "?" + decision.query
-        await Response.redirect(location).asgi_send(send)
-        return None
-    if decision.refused:
-        links = [(f"{table.name}, first page", datasette.urls.table(db.name, table.name))]
-        if table.natural:
-            links.append(("the gallery", datasette.urls.table(db.name, table.name) + "?_view=gallery"))
-        return await _answer(datasette, scope, receive, send, fmt, decision.title, decision.message, links=links)
-    scope = dict(scope, laion_guard={"table": table, "decision": decision})
-    if decision.query is not None:
-        scope["query_string"] = decision.query.encode("latin-1")
-    return scope
-
-
-async def _check_row(datasette, scope, receive, send, path, config):
-    """A row page of a table with a compound primary key needs a value for
-    each key (Datasette 0.65 fails with a 500 on fewer)."""
-    match = ROW_RE.match(path)
-    if not match:
-        return scope
-    try:
-        db = datasette.get_database(route=tilde_decode(match.group("database")))
-    except KeyError:
-        return scope
-    table = await describe(datasette, db, tilde_decode(match.group("table")), config)
-    if table is None or len(table.primary_keys) < 2:
-        return scope
-    if len(urlsafe_components(match.group("pks"))) != len(table.primary_keys):
-        return await _answer(
-            datasette, scope, receive, send, match.group("format"), "Not found",
-            f"A row of {table.name} is addressed by {', '.join(table.primary_keys)}, separated by commas", status=404,
-        )
-    return scope
-
-
-async def _answer(datasette, scope, receive, send, fmt, title, message, status=400, links=()):
-    from datasette.utils.asgi import Request
-
-    from .views import error_response
-
-    await datasette.invoke_startup()
-    scope = {**scope, "csrftoken": scope.get("csrftoken") or (lambda: "")}
-    request = Request(scope, receive)
-    response = await error_response(datasette, request, fmt, status, title, message, links)
-    await response.asgi_send(send)
-
-
-def notes_header(scope):
-    """The guard's notes for a page, as an HTTP header value (ASCII)."""
-    guard = scope.get("laion_guard")
-    notes = guard["decision"].notes if guard else []
-    return " ".join(notes).encode("ascii", "replace") if notes else None
 
 
 def template_vars(datasette, request, view_name):

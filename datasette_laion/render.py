@@ -5,7 +5,7 @@ become a link or an image source.
 """
 from urllib.parse import urlsplit
 
-from datasette.utils import to_css_class
+from .compat import to_css_class
 from markupsafe import Markup, escape
 
 # Scores shown rounded in HTML (JSON keeps full precision).

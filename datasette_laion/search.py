@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from datasette.database import QueryInterrupted, Results
-from datasette.utils import sqlite_timelimit
+from .compat import sqlite_timelimit
 
 COUNT_CAP = 10_000  # exact counts up to this many matches
 RESORT_CAP = 10_000  # relevance and column sorts up to this many matches

@@ -10,41 +10,25 @@ variants of Datasette's table JSON.
 import json
 import logging
 import time
-from urllib.parse import parse_qs
 
 from datasette.database import QueryInterrupted
-from datasette.utils import path_with_removed_args, path_with_replaced_args
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import guard, render, search
+from . import render, search
 from .config import plugin_config
 from .views import error_response
 
 TABLE = "images"
 
 
-def wants_search(datasette, scope):
-    """(database, format) when this request is one of ours, else None."""
-    if scope.get("type") != "http" or scope.get("method") not in ("GET", "HEAD"):
-        return None
-    config = plugin_config(datasette)
-    database = config["database"]
-    if database not in datasette.databases:
-        return None
-    base = datasette.urls.table(database, TABLE)
-    path = scope.get("path", "")
-    if path == base:
-        fmt = "html"
-    elif path == base + ".json":
-        fmt = "json"
-    else:
-        return None
-    args = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    has_search = any(v.strip() for v in args.get("_search", []))
-    if not has_search and args.get("_view", [""])[0] not in ("gallery", "table"):
-        return None
-    return database, fmt
+def wants_search(incoming, scope):
+    """Whether a request to a LAION table (an Incoming) is one of ours: a
+    search of the images table, or its gallery or table view."""
+    if incoming.table != TABLE or incoming.fmt not in (None, "json") or scope.get("method") not in ("GET", "HEAD"):
+        return False
+    has_search = any(v.strip() for v in incoming.args.getlist("_search"))
+    return has_search or incoming.args.get("_view", "") in ("gallery", "table")
 
 
 def _count_text(result):
@@ -147,11 +131,13 @@ def _json_body(request_args, result, rows, database, next_url, query_ms):
     }
 
 
-async def handle(datasette, scope, receive, send, database, fmt):
+async def handle(datasette, incoming, scope, receive, send):
     await datasette.invoke_startup()  # idempotent; Datasette's router would do it
     # Outside Datasette's CSRF middleware: these pages have no forms that post.
     scope = {**scope, "csrftoken": scope.get("csrftoken") or (lambda: "")}
     request = Request(scope, receive)
+    args = incoming.args  # the query string, parsed once (pipeline.py)
+    database, fmt = incoming.database, incoming.fmt or "html"
     config = plugin_config(datasette)
     db = datasette.get_database(database)
     max_size = datasette.setting("max_returned_rows")
@@ -159,8 +145,8 @@ async def handle(datasette, scope, receive, send, database, fmt):
     default_size = table_metadata.get("size") or datasette.setting("default_page_size")
     start = time.perf_counter()
     try:
-        parsed = search.parse_request(request.args, default_size, max_size)
-        if request.args.get("_shape") == "object":
+        parsed = search.parse_request(args, default_size, max_size)
+        if args.get("_shape") == "object":
             raise search.SearchError("_shape=object not available for tables with no primary keys")
         html = fmt == "html"
 
@@ -188,15 +174,15 @@ async def handle(datasette, scope, receive, send, database, fmt):
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     next_url = None
     if result.next_token:
-        next_url = datasette.absolute_url(request, path_with_replaced_args(request, {"_next": result.next_token}))
+        next_url = datasette.absolute_url(request, incoming.url_with(_next=result.next_token))
     if fmt == "json":
-        body = _json_body(request.args, result, result.rows, database, next_url, query_ms)
+        body = _json_body(args, result, result.rows, database, next_url, query_ms)
         if body is None:
             response = await error_response(
                 datasette, request, fmt, 400, "Invalid _shape",
                 "_shape: use arrays, objects, array or arrayfirst",
             )
-        elif request.args.get("_nl") and request.args.get("_shape") == "array":
+        elif args.get("_nl") and args.get("_shape") == "array":
             response = Response.text("\n".join(json.dumps(r, default=str) for r in body), content_type="text/plain")
         else:
             response = Response.json(body, default=str)
@@ -253,16 +239,15 @@ async def handle(datasette, scope, receive, send, database, fmt):
             "next_url": next_url,
             # without words, the table view is ours too (Datasette's own table
             # page answers one filter at a time)
-            "table_url": path_with_removed_args(request, {"_view"}) if parsed.query
-            else path_with_replaced_args(request, {"_view": "table"}),
-            "gallery_url": path_with_replaced_args(request, {"_view": "gallery"}),
-            "json_url": path_with_replaced_args(request, {}).replace(
+            "table_url": incoming.url_with(_view=None) if parsed.query else incoming.url_with(_view="table"),
+            "gallery_url": incoming.url_with(_view="gallery"),
+            "json_url": incoming.url_with().replace(
                 datasette.urls.table(database, TABLE), datasette.urls.table(database, TABLE) + ".json", 1
             ),
-            "relevance_url": path_with_replaced_args(request, {"_sort": "relevance", "_next": None, "_sort_desc": None}),
-            "best_url": path_with_removed_args(request, {"_sort", "_sort_desc", "_next", "_order"}),
+            "relevance_url": incoming.url_with(_sort="relevance", _next=None, _sort_desc=None),
+            "best_url": incoming.url_with(_sort=None, _sort_desc=None, _next=None, _order=None),
             "query_ms": query_ms,
-            "args": request.args,
+            "args": args,
         },
         request=request,
     )
@@ -281,7 +266,7 @@ def _sorted_best_first(conn):
     return found
 
 
-async def _handle_safely(datasette, scope, receive, send, database, fmt):
+async def handle_safely(datasette, incoming, scope, receive, send):
     """handle(), with any unexpected error answered as a 500 with a message
     (and logged) rather than a dropped connection."""
     started = []
@@ -291,8 +276,9 @@ async def _handle_safely(datasette, scope, receive, send, database, fmt):
             started.append(True)
         await send(message)
 
+    fmt = incoming.fmt or "html"
     try:
-        await handle(datasette, scope, receive, tracking_send, database, fmt)
+        await handle(datasette, incoming, scope, receive, tracking_send)
     except Exception:
         logging.getLogger(__name__).exception("search failed: %s", scope.get("query_string"))
         if started:
@@ -302,29 +288,3 @@ async def _handle_safely(datasette, scope, receive, send, database, fmt):
             datasette, request, fmt, 500, "Search failed", "This search failed on the server; it has been logged."
         )
         await response.asgi_send(send)
-
-
-def asgi_wrapper(datasette):
-    def wrap(app):
-        async def wrapped(scope, receive, send):
-            target = wants_search(datasette, scope)
-            if target is not None:
-                await _handle_safely(datasette, scope, receive, send, *target)
-                return
-            scope = await guard.check(datasette, scope, receive, send, plugin_config(datasette))
-            if scope is None:  # refused, with a 400 that says why
-                return
-            note = guard.notes_header(scope)
-            if note:
-                original_send = send
-
-                async def send(message):
-                    if message["type"] == "http.response.start":
-                        message = dict(message, headers=[*message.get("headers", []), (b"x-laion-notes", note)])
-                    await original_send(message)
-
-            await app(scope, receive, send)
-
-        return wrapped
-
-    return wrap

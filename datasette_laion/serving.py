@@ -41,6 +41,7 @@ import sys
 
 import click
 
+from . import compat
 from .config import ConfigError
 
 ENV_OPTIONS = "DATASETTE_LAION_SERVE"  # JSON: {"args": [datasette serve arguments]}
@@ -79,20 +80,14 @@ def one_process_options(params):
 
 def make_datasette(args):
     """The Datasette instance `datasette serve ARGS` builds, not started yet."""
-    from datasette.cli import serve as serve_command
-
-    ctx = parse_serve_args(args)
-    with ctx:
-        return ctx.invoke(serve_command.callback, **ctx.params, return_instance=True)
+    return compat.serve_instance(args)
 
 
 async def start(datasette):
     """What `datasette serve` does between building the instance and serving
     it: the startup hooks, then its checks of every database."""
-    from datasette.cli import check_databases
-
     await datasette.invoke_startup()
-    await check_databases(datasette)
+    await compat.check_databases(datasette)
 
 
 class WorkerApp:
@@ -178,8 +173,6 @@ def run(args, workers, access_log, explicit=False):
     """Serve `datasette serve ARGS` with ``workers`` processes. Options that
     need one process go to `datasette serve` itself (an error if ``workers``
     > 1 was asked for: ``explicit``)."""
-    from datasette.cli import run_sync
-
     ctx = parse_serve_args(args)
     single = one_process_options(ctx.params)
     if single:
@@ -193,7 +186,7 @@ def run(args, workers, access_log, explicit=False):
         os.environ["DATASETTE_SECRET"] = secrets.token_hex(32)
     datasette = make_datasette(args)
     try:
-        run_sync(lambda: start(datasette))  # everything a worker does at start, once, here
+        compat.run_sync(lambda: start(datasette))  # everything a worker does at start, once, here
     except ConfigError as ex:
         raise click.ClickException(str(ex)) from None
     if workers == 1:

@@ -4,8 +4,10 @@ import json
 from datasette.database import Database, QueryInterrupted
 from datasette.utils.asgi import Response
 
+from . import compat, templating
+from .compat import add_inspect_data
 from .config import plugin_config
-from .functions import phrase_search_url
+from .functions import phrase_search_url, registrable_domain
 
 
 def open_configured_database(datasette, config):
@@ -26,12 +28,27 @@ def open_configured_database(datasette, config):
         data = json.loads(inspect_file.read_text())
         entry = data.get(name) or data.get(path.stem)
         if entry:
-            datasette.inspect_data = {**(datasette.inspect_data or {}), name: entry}
+            add_inspect_data(datasette, name, entry)
     datasette.add_database(Database(datasette, path=str(path), is_mutable=False), name=name)
     if not datasette.files and not datasette.crossdb and "_memory" in datasette.databases:
         # Datasette adds an empty in-memory database when started with no
         # files; the configured database is the site's one database.
         datasette.remove_database("_memory")
+
+
+async def start_site(datasette):
+    """At start-up, once the LAION database is open: its templates, and the
+    speed-ups an immutable site allows (compat.py). Nothing when the plugin
+    serves no LAION database here."""
+    db = datasette.databases.get(plugin_config(datasette)["database"])
+    if db is None:
+        return
+    registrable_domain("example.com")  # load the suffix list now, not on a request
+    await templating.set_database(datasette.jinja_env, db)
+    if not db.is_mutable:
+        compat.keep_schema_answers(db)
+        compat.refresh_schemas_once(datasette)
+        compat.tune_jinja(datasette.jinja_env)
 
 
 def search_url_function(datasette):
@@ -62,15 +79,43 @@ async def error_response(datasette, request, fmt, status, title, message, links=
 
 def handle_exception(datasette, request, exception):
     """A Response for an error that Datasette 0.65 answers with a 500 but is
-    the request's doing, else None: a query stopped at the time limit on a
-    CSV page (its CSV code lets QueryInterrupted through)."""
+    the request's doing, else None: a query of the LAION database stopped at
+    the time limit on a CSV page (its CSV code lets QueryInterrupted
+    through). Other databases' errors are Datasette's to answer."""
     if not isinstance(exception, QueryInterrupted):
         return None
+    name = plugin_config(datasette)["database"]
+    if name not in datasette.databases:
+        return None
     path = request.path
+    prefix = datasette.urls.database(name)
+    if path != prefix and not path.startswith((prefix + "/", prefix + ".")):
+        return None
     fmt = "json" if path.endswith(".json") else ("csv" if path.endswith(".csv") else None)
     limit = datasette.setting("sql_time_limit_ms")
     message = f"This query took longer than the time limit ({limit:,} ms) and was stopped; narrow it down."
     return error_response(datasette, request, fmt, 400, "SQL Interrupted", message)
+
+
+async def home(datasette, request):
+    """The LAION site's home page (the route of ``/``, registered only when
+    the plugin serves a LAION site): the search box first, no database list
+    (Datasette's index page lists every table of every database, ~40 SQL
+    queries). Its JSON (``/.json``) is Datasette's own."""
+    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    config = plugin_config(datasette)
+    html = await datasette.render_template(
+        "laion_index.html",
+        {
+            "laion_database": config["database"],
+            "laion_missing": getattr(datasette, "_laion_missing", None),
+            "metadata": datasette.metadata(),
+            "private": not await datasette.permission_allowed(None, "view-instance", default=True),
+        },
+        request=request,
+        view_name="index",
+    )
+    return Response.html(html)
 
 
 async def health(datasette):

@@ -49,6 +49,14 @@
       if (img.complete && img.naturalWidth === 0 && img.getAttribute("src")) broken(img);
     });
     if (!safeMode()) document.querySelectorAll(".laion-hidden").forEach(reveal);
+    // Every page of the LAION site has the switch: the plugin's templates
+    // write its place; on Datasette's own pages it goes first in the nav.
+    var nav = document.querySelector("header nav");
+    if (nav && !document.querySelector(".laion-safe-toggle")) {
+      var place = document.createElement("span");
+      place.className = "laion-safe-toggle";
+      nav.insertBefore(place, nav.firstChild);
+    }
     document.querySelectorAll(".laion-safe-toggle").forEach(function (el) {
       var button = document.createElement("button");
       button.type = "button";
