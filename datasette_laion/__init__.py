@@ -86,7 +86,7 @@ def register_routes(datasette):
         (r"^/-/laion/stats(?P<format>\.json)?$", pages.stats_page),
         (r"^/-/laion/mywork(?P<format>\.json)?$", pages.mywork_page),
     ]
-    if pipeline.site_database(datasette) is not None:
+    if pipeline.site_database(datasette, checked=False) is not None:
         routes.append((r"^/$", views.home))  # the LAION site's home page; Datasette's elsewhere
     return routes
 

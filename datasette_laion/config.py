@@ -59,6 +59,11 @@ def plugin_config(datasette):
     return config
 
 
+def raw_plugin_config(datasette):
+    """DEFAULTS overlaid with metadata's, unchecked (before start-up)."""
+    return {**DEFAULTS, **(datasette.plugin_config(PLUGIN) or {})}
+
+
 def validate(config):
     """Raise ConfigError for a value that cannot work; return it tidied."""
     threshold = config["safe_mode_threshold"]

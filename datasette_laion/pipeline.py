@@ -25,7 +25,7 @@ from datasette.utils.asgi import Request, Response
 
 from . import guard, search_view, tables
 from .compat import urlsafe_components
-from .config import plugin_config
+from .config import plugin_config, raw_plugin_config
 from .page_cache import PageCache
 from .views import error_response, robots_txt
 
@@ -80,11 +80,12 @@ class Incoming:
         return self.path + ("?" + urlencode(pairs) if pairs else "")
 
 
-def site_database(datasette):
+def site_database(datasette, checked=True):
     """(name, Database or None) of the LAION database, or None when the
     plugin serves no LAION site here (the database is neither served nor
-    configured by ``database_path``)."""
-    config = plugin_config(datasette)
+    configured by ``database_path``). ``checked=False``: before start-up,
+    where a bad configuration is not this caller's to report."""
+    config = plugin_config(datasette) if checked else raw_plugin_config(datasette)
     name = config["database"]
     db = datasette.databases.get(name)
     if db is None and config["database_path"] is None:

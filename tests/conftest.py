@@ -1,6 +1,7 @@
 """Shared fixtures: generated parquet files and a database built from them by
 the project's own build code, once per test session."""
 import pytest
+from datasette.database import Database
 
 from datasette_laion import build, sample, site
 
@@ -45,3 +46,22 @@ def db(db_path):
 @pytest.fixture(scope="session")
 def ds(built):
     return site.make_datasette(built.path, built.inspect_path)
+
+
+@pytest.fixture
+def sql_calls(monkeypatch):
+    """Call it to start counting trips to the SQL threads: the list it
+    returns gets each trip's database name."""
+
+    def start():
+        calls = []
+        original = Database.execute_fn
+
+        async def counting(self, fn):
+            calls.append(self.name)
+            return await original(self, fn)
+
+        monkeypatch.setattr(Database, "execute_fn", counting)
+        return calls
+
+    return start

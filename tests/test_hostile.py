@@ -23,7 +23,7 @@ from hostile_requests import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasette_laion import config, guard, search, site
+from datasette_laion import config, guard, limits, search, site
 
 DB = "/laion-aesthetic-6pls"
 TIME_LIMIT_S = site.settings()["sql_time_limit_ms"] / 1000
@@ -215,7 +215,7 @@ async def test_no_query_builds_a_huge_value(ds, sql):
     assert elapsed < TIME_LIMIT_S + 1.0
     body = response.json()
     if response.status_code == 200:
-        assert all(v is None or len(str(v)) <= guard.SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"] for row in body["rows"] for v in row)
+        assert all(v is None or len(str(v)) <= limits.SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"] for row in body["rows"] for v in row)
     else:
         assert response.status_code == 400 and re.search(r"too big|too long|too large", body["error"])
 
@@ -224,7 +224,7 @@ def test_printf_still_works_and_sql_text_is_bounded():
     import sqlite3
 
     conn = sqlite3.connect(":memory:")
-    guard.limit_connection(conn)
+    limits.limit_connection(conn)
     with pytest.raises(sqlite3.DataError):
         conn.execute("select '" + "x" * 200_000 + "'")
     assert conn.execute("select printf('%05.1f|%s|%c%c|%%|%.3c', 3.14159, 'x', 'ab', 'c', 'z')").fetchone()[0] == "003.1|x|ac|%|zzz"
