@@ -26,13 +26,13 @@ Nothing here applies to another database: the callers pass the LAION one.
 import copy
 
 from datasette.filters import Filters
-from datasette.utils import sqlite_timelimit, to_css_class, urlsafe_components
+from datasette.utils import CustomRow, MultiParams, sqlite_timelimit, to_css_class, urlsafe_components
 from jinja2 import BaseLoader, TemplateNotFound
 
 # Datasette's filter operators (``col__op=value``), as its table view reads them.
 FILTER_LOOKUPS = frozenset(key for key, _, _ in Filters([]).lookups())
 # Re-exported: the one place the plugin takes these from.
-__all__ = ["FILTER_LOOKUPS", "sqlite_timelimit", "to_css_class", "urlsafe_components"]
+__all__ = ["FILTER_LOOKUPS", "CustomRow", "MultiParams", "sqlite_timelimit", "to_css_class", "urlsafe_components"]
 
 
 # ------------------------------------------------------ datasette serve's pieces
@@ -235,3 +235,83 @@ class RememberMisses(BaseLoader):
 
     def list_templates(self):
         return self.loader.list_templates()
+
+
+# ------------------------------------------- Datasette's table API, for the search
+
+def filter_clauses(pairs, table):
+    """(SQL conditions, params) of Datasette filter arguments (``col__op=
+    value`` pairs), exactly as its table view builds them; params are named
+    p0, p1, ..."""
+    from datasette.filters import Filters
+
+    return Filters(sorted(pairs)).build_where_clauses(table)
+
+
+def filters_redirect(args):
+    """The arguments to redirect to for the "add filter" form's
+    ``_filter_column``/``_filter_op``/``_filter_value`` (as Datasette's table
+    view does), or None."""
+    from datasette.utils import filters_should_redirect
+
+    return filters_should_redirect(args) or None
+
+
+def json_response(args, data):
+    """Datasette's JSON renderer on a table page's data: ``_shape``, ``_nl``,
+    ``_json``, ``_json_infinity`` and the ``Link`` header, as a table page
+    has them."""
+    from datasette.renderer import json_renderer
+
+    return json_renderer(args, data, "table")
+
+
+async def facet_results(datasette, request, database, table, sql, params, metadata):
+    """(facet_results, facets_timed_out) of Datasette's facet classes
+    (``_facet``, ``_facet_array``, ``_facet_date``, metadata facets) over
+    the rows of ``sql``: the same keys, values, labels and toggle URLs as on
+    a table page."""
+    import itertools
+
+    from datasette.plugins import pm
+
+    results, timed_out = {}, []
+    for facet_class in itertools.chain.from_iterable(pm.hook.register_facet_classes()):
+        facet = facet_class(datasette, request, database, sql=sql, table=table, params=params,
+                            metadata=metadata, row_count=None)
+        instance_results, instance_timed_out = await facet.facet_results()
+        for info in instance_results:
+            key, n = info["name"], 1
+            while key in results:
+                n += 1
+                key = f"{info['name']}_{n}"
+            results[key] = info
+        timed_out.extend(instance_timed_out)
+    return results, timed_out
+
+
+async def actor_from_request(datasette, request):
+    """The actor of a request that Datasette's router has not seen (the
+    search is answered before it): the ``actor_from_request`` hooks, as the
+    router asks them."""
+    from datasette.plugins import pm
+    from datasette.utils import await_me_maybe
+
+    for actor in pm.hook.actor_from_request(datasette=datasette, request=request):
+        actor = await await_me_maybe(actor)
+        if actor:
+            return actor
+    return None
+
+
+def set_response_headers(datasette, response, ttl):
+    """The headers Datasette's table page adds: Cache-Control from ``_ttl``
+    (or default_cache_ttl) on a 200, Referrer-Policy, and CORS when on."""
+    if datasette.cache_headers and response.status == 200:
+        response.headers["Cache-Control"] = "no-cache" if int(ttl) == 0 else f"max-age={int(ttl)}"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if datasette.cors:
+        from datasette.utils import add_cors_headers
+
+        add_cors_headers(response.headers)
+    return response

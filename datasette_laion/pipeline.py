@@ -24,35 +24,13 @@ from datasette.utils import tilde_decode
 from datasette.utils.asgi import Request, Response
 
 from . import guard, search_view, tables
-from .compat import urlsafe_components
+from .compat import MultiParams, urlsafe_components
 from .config import plugin_config, raw_plugin_config
 from .page_cache import PageCache
 from .views import error_response, robots_txt
 
 ROUTE_RE = re.compile(r"^/(?P<database>[^/.]+)(?:/(?P<table>[^/.]+))?(?:\.(?P<format>\w+))?$")
 ROW_RE = re.compile(r"^/(?P<database>[^/.]+)/(?P<table>[^/.]+)/(?P<pks>[^/]+?)(?:\.(?P<format>\w+))?$")
-
-
-class MultiParams:
-    """The query string's values by name, as Datasette's ``request.args``."""
-
-    def __init__(self, pairs):
-        self._data = {}
-        for key, value in pairs:
-            self._data.setdefault(key, []).append(value)
-
-    def get(self, name, default=None):
-        values = self._data.get(name)
-        return values[0] if values else default
-
-    def getlist(self, name):
-        return list(self._data.get(name, []))
-
-    def keys(self):
-        return self._data.keys()
-
-    def __contains__(self, name):
-        return name in self._data
 
 
 @dataclass(frozen=True)
@@ -70,7 +48,8 @@ class Incoming:
 
     @cached_property
     def args(self):
-        return MultiParams(self.pairs)
+        """The query string's values by name, as Datasette's ``request.args``."""
+        return MultiParams([list(pair) for pair in self.pairs])
 
     def url_with(self, **changes):
         """This page's path and query string with ``changes`` (name: value,

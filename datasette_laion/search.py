@@ -22,6 +22,7 @@ from datasette.database import QueryInterrupted, Results
 from .compat import sqlite_timelimit
 
 COUNT_CAP = 10_000  # exact counts up to this many matches
+FACET_CAP = 10_000  # facets count the first this many matches, best first
 RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 # A filtered search's count checks at most this many matches against the
 # filters (~4 us each at 12M rows): exact when the search has no more, else
@@ -86,6 +87,12 @@ class SearchRequest:
     offset: int = 0  # for re-sorted results
     size: int = 50
     gallery: bool = False
+    # Datasette filters the search checks row by row, as Datasette builds
+    # them (its Filters, and _where fragments): [(sql, params)]
+    row_checks: list = field(default_factory=list)
+    # (key, value) of Datasette filters that are not in FILTER_COLUMNS
+    # with OPERATORS: made into row_checks by the caller (tableapi.py)
+    other_filters: list = field(default_factory=list)
 
 
 def _number(kind, column, raw):
@@ -152,15 +159,13 @@ def parse_request(args, default_size, max_size):
             request.after = int(digits)
     keys = args.keys() if hasattr(args, "keys") else []
     for key in keys:
-        if key.startswith("_"):
-            continue
-        column, _, op = key.partition("__")
-        op = op or "exact"
+        if key.startswith("_") and "__" not in key:
+            continue  # Datasette's own arguments: not filters
+        column, _, op = key.rpartition("__") if "__" in key else (key, "", "exact")
         if column not in FILTER_COLUMNS or op not in OPERATORS:
-            raise SearchError(
-                f"filter {_clip(key)!r} is not available with search; use {', '.join(sorted(FILTER_COLUMNS))} "
-                f"with __{', __'.join(OPERATORS)} (e.g. aesthetic__gte=7, punsafe__lt=0.5, domain_id=1)"
-            )
+            values = args.getlist(key) if hasattr(args, "getlist") else args.get(key, [])
+            request.other_filters += [(key, value) for value in values]
+            continue
         raw = first(key)
         if not raw.strip():
             continue  # an empty box of the search form
@@ -194,6 +199,12 @@ AESTHETIC_BOUND = {
 }
 
 
+# A condition of Datasette's (its filters, a _where fragment) names the
+# columns of images unqualified: checked in a scope of its own, where no
+# column of images_fts (text) can make a name ambiguous.
+ROW_CHECK = "exists (select 1 from images where images.rowid = i.rowid and ({condition}))"
+
+
 def _conditions(db, request, sorted_best_first):
     """SQL conditions on images (aliased i) and on the FTS rowid (f.rowid),
     with parameters; plus the domain id if one was asked for, and the rowid
@@ -209,7 +220,7 @@ def _conditions(db, request, sorted_best_first):
             column, value = "domain_id", rows[0][0]
         if column == "domain_id" and op == "=":
             domain_id = value
-        name = f"p{n}"
+        name = f"f{n}"  # Datasette's filters (row_checks) use p0, p1, ...
         where.append(f"i.[{column}] {op} :{name}")
         params[name] = value
         if column == "aesthetic" and sorted_best_first:
@@ -229,6 +240,9 @@ def _conditions(db, request, sorted_best_first):
                 elif kind == "lower":
                     fts_where.append("0")  # no row has such a score
                     span = [1, 1]
+    for sql, check_params in request.row_checks:
+        where.append(ROW_CHECK.format(condition=sql))
+        params.update(check_params)
     return where, fts_where, params, domain_id, span
 
 
@@ -260,7 +274,8 @@ def run_browse(db, request, sorted_best_first=True):
         last = min(last, high - 1)
     filters_sql = "".join(f" and {w}" for w in where)
     limit = request.size + 1
-    windowed = not all(_index_answers(c, op, sorted_best_first) for c, op, _ in request.filters)
+    windowed = bool(request.row_checks) or not all(
+        _index_answers(c, op, sorted_best_first) for c, op, _ in request.filters)
     rows, sql = [], ""
     began = time.perf_counter()
     position = start
@@ -319,10 +334,13 @@ class Connection:
         return Results(rows, False, cursor.description)
 
 
-async def in_one_trip(datasette, database, work):
+async def in_one_trip(datasette, database, work, time_limit_ms=None):
     """``work(connection)`` (a Connection) run in one trip to a SQL thread
-    of ``database`` (Datasette's Database); returns what it returns."""
-    time_limit_ms = datasette.setting("sql_time_limit_ms")
+    of ``database`` (Datasette's Database); returns what it returns. Each
+    query has Datasette's time limit, or ``time_limit_ms`` when lower
+    (``_timelimit``)."""
+    setting = datasette.setting("sql_time_limit_ms")
+    time_limit_ms = min(setting, time_limit_ms) if time_limit_ms else setting
     return await database.execute_fn(lambda conn: work(Connection(conn, database, time_limit_ms)))
 
 
@@ -419,8 +437,9 @@ def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
     # Filters checked row by row against every match (a rare filter on a
     # common word could read millions): matches are read through windows of
     # rowids, for at most BROWSE_TIME_MS, as in run_browse.
-    windowed = not domain_small and not all(_index_answers(c, op, sorted_best_first) and c != "domain_id"
-                                            and c != "_domain" for c, op, _ in request.filters)
+    windowed = not domain_small and (bool(request.row_checks) or not all(
+        _index_answers(c, op, sorted_best_first) and c != "domain_id" and c != "_domain"
+        for c, op, _ in request.filters))
     if windowed and where:
         # A search with few matches has them all checked in one query (the
         # windows are for a common word with a rare filter).
@@ -504,7 +523,8 @@ def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
     else:
         # The same search's count on its next pages (and for the next
         # visitor) comes from the counts kept for the immutable database.
-        key = (request.query, tuple(request.filters), sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
+        checks = tuple((sql, tuple(sorted(params.items()))) for sql, params in request.row_checks)
+        key = (request.query, tuple(request.filters), checks, sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
         counts = _kept_counts(db.database, counts_kept)
         kept = counts.get(key) if counts is not None else None
         if kept is None:
@@ -560,3 +580,39 @@ def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
         rows=rows, columns=columns, count=count, count_exact=exact, next_token=next_token,
         notes=notes, sql=sql, params=dict(params), order=order,
     )
+
+
+# The rows facets count: the first FACET_CAP matches of the search (or, with
+# no words, rows), best first, then the filters.
+FACET_MATCHES = "select f.rowid as rowid from images_fts f where images_fts match :q{fts_where}"
+FACET_ROWS = "select i.rowid as rowid from images i where 1{span}"
+FACET_SOURCE = (
+    "select i.rowid as rowid, {columns} from ({matches} order by rowid limit {cap}) m"
+    " join images i on i.rowid = m.rowid where 1{filters}"
+)
+FACET_CAP_CHECK = "select count(*) from ({matches} limit {cap_plus_one})"
+
+
+def facet_source(db, request, sorted_best_first=True):
+    """(sql, params, exact) of the rows Datasette's facets count for a search
+    or browsing: the first FACET_CAP matches, best first, that pass the
+    filters; ``exact`` when there are no more matches than that."""
+    where, fts_where, params, _, (low, high) = _conditions(db, request, sorted_best_first)
+    if request.query:
+        params["q"] = request.query
+        matches = FACET_MATCHES.format(fts_where="".join(f" and {w}" for w in fts_where))
+    else:
+        span = ""
+        if low is not None:
+            span += " and i.rowid >= :span_low"
+            params["span_low"] = low
+        if high is not None:
+            span += " and i.rowid < :span_high"
+            params["span_high"] = high
+        matches = FACET_ROWS.format(span=span)
+    more = db.execute(FACET_CAP_CHECK.format(matches=matches, cap_plus_one=FACET_CAP + 1), params).rows[0][0]
+    sql = FACET_SOURCE.format(
+        columns=", ".join(f"i.[{c}]" for c in SEARCH_COLUMNS), matches=matches, cap=FACET_CAP,
+        filters="".join(f" and {w}" for w in where),
+    )
+    return sql, params, more <= FACET_CAP

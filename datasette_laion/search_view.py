@@ -7,15 +7,19 @@ fast search of ``search.py``; every other request goes to Datasette, once the
 guard (``guard.py``) has checked it. The JSON keeps the keys and ``_shape``
 variants of Datasette's table JSON.
 """
-import json
+import csv
+import dataclasses
+import io
 import logging
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 from datasette.database import QueryInterrupted
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import render, search
+from . import compat, render, search, tableapi
 from .config import plugin_config
 from .views import error_response
 
@@ -25,9 +29,10 @@ TABLE = "images"
 def wants_search(incoming, scope):
     """Whether a request to a LAION table (an Incoming) is one of ours: a
     search of the images table, or its gallery or table view."""
-    if incoming.table != TABLE or incoming.fmt not in (None, "json") or scope.get("method") not in ("GET", "HEAD"):
+    if incoming.table != TABLE or incoming.fmt not in (None, "json", "csv") or scope.get("method") not in ("GET", "HEAD"):
         return False
-    has_search = any(v.strip() for v in incoming.args.getlist("_search"))
+    has_search = any(v.strip() for key in incoming.args.keys() if key == "_search" or key.startswith("_search_")
+                     for v in incoming.args.getlist(key))
     return has_search or incoming.args.get("_view", "") in ("gallery", "table")
 
 
@@ -73,7 +78,10 @@ def cell_writers(columns, labels, urls, config):
                 value = row["domain_id"]
                 if value is None:
                     return "&nbsp;"
-                return f'<a href="{urls["domain"]}{value}">{escape(labels.get(value, ""))}</a>&nbsp;<em>{value}</em>'
+                label = labels.get(value)
+                if label is None:  # _labels=off, as Datasette writes it then
+                    return f'<a href="{urls["domain"]}{value}">{value}</a>'
+                return f'<a href="{urls["domain"]}{value}">{escape(label)}</a>&nbsp;<em>{value}</em>'
             return domain
         if column in image_columns:
             def image(row):
@@ -92,43 +100,119 @@ def cell_writers(columns, labels, urls, config):
     return {column: writer(column) for column in columns}
 
 
-def _json_body(request_args, result, rows, database, next_url, query_ms):
-    shape = request_args.get("_shape", "arrays")
-    columns = result.columns
-    if shape == "array":
-        return [dict(zip(columns, row)) for row in rows]
-    if shape == "arrayfirst":
-        return [row[0] for row in rows]
-    if shape not in ("arrays", "objects"):
-        return None
-    return {
+# The images table's one foreign key, as Datasette describes it.
+FOREIGN_KEYS = {"domain_id": ({"column": "domain_id", "other_table": "domain", "other_column": "id"}, "domain")}
+
+
+class Redirect(Exception):
+    def __init__(self, location):
+        super().__init__(location)
+        self.location = location
+
+
+@dataclass
+class Plan:
+    """Everything a search request asks for, checked (phase 1 of handle)."""
+
+    search: search.SearchRequest
+    table: tableapi.TableArgs
+    fmt: str
+    actor: Optional[dict]
+    private: bool
+    allow_sql: bool
+
+
+async def plan(datasette, incoming, request):
+    """The Plan of a request; raises SearchError (400), tableapi.Forbidden
+    (403) or Redirect (302)."""
+    args, database, fmt = incoming.args, incoming.database, incoming.fmt or "html"
+    actor = await compat.actor_from_request(datasette, request)
+    visible, private = await datasette.check_visibility(
+        actor, permissions=[("view-table", (database, TABLE)), ("view-database", database), "view-instance"])
+    if not visible:
+        raise tableapi.Forbidden("You do not have permission to view this table")
+    redirect = compat.filters_redirect(args)
+    if redirect:
+        raise Redirect(incoming.url_with(**dict(redirect)))
+    if "_sort_by_desc" in args:
+        raise Redirect(incoming.url_with(_sort_desc=args.get("_sort"), _sort_by_desc=None, _sort=None))
+    table_metadata = datasette.table_metadata(database, TABLE) or {}
+    max_size = datasette.setting("max_returned_rows")
+    parsed = search.parse_request(args, table_metadata.get("size") or datasette.setting("default_page_size"), max_size)
+    settings = {name: datasette.setting(name) for name in ("allow_facet", "allow_csv_stream", "default_cache_ttl")}
+    table_args = tableapi.parse(args, fmt, search.SEARCH_COLUMNS, FOREIGN_KEYS, settings,
+                                table_metadata.get("facets") or ())
+    if table_args.extra_search:
+        extra = search.fts_query(table_args.extra_search, parsed.mode)
+        parsed.query = f"({parsed.query}) AND ({extra})" if parsed.query and parsed.mode == "raw" else (
+            f"{parsed.query} {extra}" if parsed.query else extra)
+        parsed.text = " ".join(t for t in (parsed.text, table_args.extra_search) if t)
+    allow_sql = await datasette.permission_allowed(actor, "execute-sql", database, default=True)
+    wheres = args.getlist("_where")
+    if wheres and not allow_sql:
+        raise tableapi.Forbidden("_where= is not allowed")
+    for key, _ in parsed.other_filters:
+        column = key.rsplit("__", 1)[0] if "__" in key else key
+        if column not in search.SEARCH_COLUMNS and column != "rowid":
+            raise search.SearchError(f"images has no column {column[:60]!r}: filter on "
+                                     + ", ".join(["rowid", *search.SEARCH_COLUMNS]))
+    clauses, params = compat.filter_clauses(parsed.other_filters, TABLE)
+    parsed.row_checks = [(clause, params) for clause in clauses] + [(where, {}) for where in wheres if where.strip()]
+    if table_args.stream:
+        parsed.size = max_size
+    return Plan(parsed, table_args, fmt, actor, private, allow_sql)
+
+
+def _run(conn, plan, config, labels_wanted, facets_wanted):
+    """The search (or browsing), the labels of the domains it shows, and the
+    source of its facets: one trip to a SQL thread (``conn``: a search.Connection)."""
+    best_first = _sorted_best_first(conn)
+    if plan.search.query:
+        found = search.run_search(conn, plan.search, best_first, counts_kept=config["counts_kept"])
+    else:
+        found = search.run_browse(conn, plan.search, best_first)
+    labels = _domain_labels(conn, found) if labels_wanted else {}
+    facet_source = search.facet_source(conn, plan.search, best_first) if facets_wanted else None
+    return found, labels, facet_source
+
+
+def _json_data(datasette, plan, result, columns, rows, database, next_url, query_ms, facets, facets_exact):
+    data = {
         "database": database,
         "table": TABLE,
         "is_view": False,
         "human_description_en": (
-            f"where search matches {request_args.get('_search')!r}, {result.order}"
-            if (request_args.get("_search") or "").strip() else result.order
+            f"where search matches {plan.search.text!r}, {result.order}" if plan.search.query else result.order
         ),
-        "rows": [dict(zip(columns, row)) for row in rows] if shape == "objects" else [list(row) for row in rows],
+        "rows": rows,
         "truncated": False,
-        "filtered_table_rows_count": result.count,
-        "filtered_table_rows_count_exact": result.count_exact,
-        "expanded_columns": [],
-        "expandable_columns": [[{"column": "domain_id", "other_table": "domain", "other_column": "id"}, "domain"]],
+        "filtered_table_rows_count": None if plan.table.nocount else result.count,
+        "filtered_table_rows_count_exact": None if plan.table.nocount else result.count_exact,
+        "expanded_columns": [c for c in columns if c in plan.table.labels],
+        "expandable_columns": [list(fk) for fk in FOREIGN_KEYS.values()],
         "columns": columns,
         "primary_keys": [],
         "units": {},
-        "query": {"sql": result.sql, "params": {k: v for k, v in result.params.items()}},
-        "facet_results": {},
+        "query": {"sql": result.sql, "params": dict(result.params)},
+        "facet_results": facets,
         "suggested_facets": [],
         "next": result.next_token,
         "next_url": next_url,
-        "private": False,
-        "allow_execute_sql": True,
+        "private": plan.private,
+        "allow_execute_sql": plan.allow_sql,
         "query_ms": query_ms,
         "order": result.order,
-        "notes": result.notes,
+        "notes": result.notes + ([] if facets_exact else [facets_note()] if facets else []),
     }
+    for key in ("source", "source_url", "license", "license_url"):  # as Datasette's JSON has them
+        value = datasette.metadata(key)
+        if value:
+            data[key] = value
+    return data
+
+
+def facets_note():
+    return f"Facets counted among the first {search.FACET_CAP:,} matches, best first."
 
 
 async def handle(datasette, incoming, scope, receive, send):
@@ -136,29 +220,26 @@ async def handle(datasette, incoming, scope, receive, send):
     # Outside Datasette's CSRF middleware: these pages have no forms that post.
     scope = {**scope, "csrftoken": scope.get("csrftoken") or (lambda: "")}
     request = Request(scope, receive)
-    args = incoming.args  # the query string, parsed once (pipeline.py)
     database, fmt = incoming.database, incoming.fmt or "html"
     config = plugin_config(datasette)
     db = datasette.get_database(database)
-    max_size = datasette.setting("max_returned_rows")
-    table_metadata = datasette.table_metadata(database, TABLE) or {}
-    default_size = table_metadata.get("size") or datasette.setting("default_page_size")
     start = time.perf_counter()
     try:
-        parsed = search.parse_request(args, default_size, max_size)
-        if args.get("_shape") == "object":
-            raise search.SearchError("_shape=object not available for tables with no primary keys")
-        html = fmt == "html"
-
-        def work(conn):  # the whole search, and the domains it shows, in one trip to a SQL thread
-            best_first = _sorted_best_first(conn)
-            if parsed.query:
-                found = search.run_search(conn, parsed, best_first, counts_kept=config["counts_kept"])
-            else:
-                found = search.run_browse(conn, parsed, best_first)
-            return found, _domain_labels(conn, found) if html else {}
-
-        result, labels = await search.in_one_trip(datasette, db, work)
+        the_plan = await plan(datasette, incoming, request)
+        if the_plan.table.stream:
+            await _stream_csv(datasette, db, the_plan, config, send)
+            return
+        labels_wanted = (fmt == "html" and the_plan.table.html_labels) or bool(the_plan.table.labels)
+        result, labels, facet_source = await search.in_one_trip(
+            datasette, db, lambda conn: _run(conn, the_plan, config, labels_wanted, the_plan.table.facets),
+            the_plan.table.time_limit_ms)
+    except Redirect as ex:
+        await Response.redirect(ex.location).asgi_send(send)
+        return
+    except tableapi.Forbidden as ex:
+        response = await error_response(datasette, request, fmt, 403, "Forbidden", str(ex))
+        await response.asgi_send(send)
+        return
     except search.SearchError as ex:
         response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
         await response.asgi_send(send)
@@ -170,32 +251,42 @@ async def handle(datasette, incoming, scope, receive, send):
         )
         await response.asgi_send(send)
         return
+    facets, facets_exact = {}, True
+    if facet_source is not None:
+        sql, params, facets_exact = facet_source
+        facets, _ = await compat.facet_results(datasette, request, database, TABLE, sql, params,
+                                               datasette.table_metadata(database, TABLE) or {})
     query_ms = (time.perf_counter() - start) * 1000
-    rows = [dict(zip(result.columns, row)) for row in result.rows]
     next_url = None
     if result.next_token:
         next_url = datasette.absolute_url(request, incoming.url_with(_next=result.next_token))
+    label_of = {("domain_id", k): v for k, v in labels.items()}
     if fmt == "json":
-        body = _json_body(args, result, result.rows, database, next_url, query_ms)
-        if body is None:
-            response = await error_response(
-                datasette, request, fmt, 400, "Invalid _shape",
-                "_shape: use arrays, objects, array or arrayfirst",
-            )
-        elif args.get("_nl") and args.get("_shape") == "array":
-            response = Response.text("\n".join(json.dumps(r, default=str) for r in body), content_type="text/plain")
-        else:
-            response = Response.json(body, default=str)
-        await response.asgi_send(send)
+        columns, rows = tableapi.rows_for(result.columns, result.rows, the_plan.table, label_of)
+        data = _json_data(datasette, the_plan, result, columns, rows, database, next_url, query_ms, facets, facets_exact)
+        response = compat.json_response(incoming.args, data)
+    elif fmt == "csv":
+        columns, rows = tableapi.rows_for(result.columns, result.rows, the_plan.table, label_of)
+        await _send_csv(send, the_plan, columns, [rows], incoming)
         return
+    else:
+        response = await _html(datasette, request, incoming, the_plan, result, labels, next_url, query_ms,
+                               facets, facets_exact)
+    compat.set_response_headers(datasette, response, the_plan.table.ttl)
+    await response.asgi_send(send)
+
+
+async def _html(datasette, request, incoming, plan, result, labels, next_url, query_ms, facets, facets_exact):
     # Rendered here rather than cell by cell in Jinja, which costs more than
     # the search; every value goes through escape() or render. Only the view
     # asked for is rendered. Row links are built from the table's URL: rowids
     # and domain ids are integers, which need no tilde-encoding.
+    database, parsed = incoming.database, plan.search
+    config = plugin_config(datasette)
+    rows = [dict(zip(result.columns, row)) for row in result.rows]
     urls = {
         "row": datasette.urls.table(database, TABLE) + "/",
         "domain": datasette.urls.table(database, "domain") + "/",
-        "config": config,
     }
     table_body = gallery = None
     if parsed.gallery:
@@ -212,14 +303,14 @@ async def handle(datasette, incoming, scope, receive, send):
             for row in rows
         ]
     else:
-        writers = list(cell_writers(result.columns, labels, urls, config).items())
+        writers = list(cell_writers(plan.table.columns, labels, urls, config).items())
         table_body = Markup(
             "".join(
                 "<tr>" + "".join(f'<td class="col-{column}">{write(row)}</td>' for column, write in writers) + "</tr>\n"
                 for row in rows
             )
         )
-    filters = [(c, op, v) for c, op, v in parsed.filters]
+    images_url = datasette.urls.table(database, TABLE)
     html = await datasette.render_template(
         "laion_search.html",
         {
@@ -227,31 +318,103 @@ async def handle(datasette, incoming, scope, receive, send):
             "table": TABLE,
             "search_text": parsed.text,
             "search_mode": parsed.mode,
-            "filters": filters,
-            "columns": result.columns,
+            "filters": list(parsed.filters),
+            "other_filters": list(parsed.other_filters) + [("_where", w) for w in incoming.args.getlist("_where")],
+            "columns": plan.table.columns,
             "table_body": table_body,
             "row_count": len(rows),
             "gallery_items": gallery,
             "gallery": parsed.gallery,
-            "count_text": _count_text(result) if parsed.query else None,
-            "notes": result.notes,
+            "count_text": None if plan.table.nocount else _count_text(result) if parsed.query else None,
+            "notes": result.notes + ([] if facets_exact or not facets else [facets_note()]),
+            "facets": list(facets.values()),
             "order": result.order,
             "next_url": next_url,
             # without words, the table view is ours too (Datasette's own table
             # page answers one filter at a time)
             "table_url": incoming.url_with(_view=None) if parsed.query else incoming.url_with(_view="table"),
             "gallery_url": incoming.url_with(_view="gallery"),
-            "json_url": incoming.url_with().replace(
-                datasette.urls.table(database, TABLE), datasette.urls.table(database, TABLE) + ".json", 1
-            ),
+            "json_url": incoming.url_with().replace(images_url, images_url + ".json", 1),
             "relevance_url": incoming.url_with(_sort="relevance", _next=None, _sort_desc=None),
             "best_url": incoming.url_with(_sort=None, _sort_desc=None, _next=None, _order=None),
             "query_ms": query_ms,
-            "args": args,
+            "args": incoming.args,
         },
         request=request,
+        view_name="table",
     )
-    await Response.html(html).asgi_send(send)
+    return Response.html(html)
+
+
+async def _send_csv(send, plan, columns, pages, incoming, max_bytes=None):
+    """A CSV of ``pages`` (iterables of rows; an async iterator when
+    streamed) as Datasette writes a table's CSV: headings (an expanded
+    column followed by <column>_label; none with _header=off), text/plain
+    (text/csv and an attachment with _dl)."""
+    expanded = [c for c in columns if c in plan.table.labels]
+    headers = [(b"content-type", b"text/csv; charset=utf-8" if plan.table.download else b"text/plain; charset=utf-8")]
+    if plan.table.download:
+        headers.append((b"content-disposition", f'attachment; filename="{TABLE}.csv"'.encode()))
+    if plan.table.stream:
+        headers.append((b"x-laion-stream-cap", str(tableapi.STREAM_CAP).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    def lines(rows, first):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if first and plan.table.header:
+            writer.writerow(tableapi.csv_headings(columns, expanded))
+        for row in rows:
+            writer.writerow(tableapi.csv_row(columns, row, expanded))
+        return buffer.getvalue().encode("utf-8")
+
+    first = True
+    if hasattr(pages, "__aiter__"):
+        async for rows in pages:
+            await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
+            first = False
+    else:
+        for rows in pages:
+            await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
+            first = False
+    if first and plan.table.header:
+        await send({"type": "http.response.body", "body": lines([], True), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _stream_csv(datasette, db, plan, config, send):
+    """``.csv?_stream=on``: every match, page after page (keyset, best
+    first; or offsets of a re-sorted search), up to tableapi.STREAM_CAP rows
+    and STREAM_SECONDS of work."""
+    labels_wanted = bool(plan.table.labels)
+    began = time.perf_counter()
+
+    async def pages():
+        sent = 0
+        request = plan.search
+        while True:
+            result, labels, _ = await search.in_one_trip(
+                datasette, db, lambda conn: _run(conn, dataclasses.replace(plan, search=request), config,
+                                                 labels_wanted, False),
+                plan.table.time_limit_ms)
+            label_of = {("domain_id", k): v for k, v in labels.items()}
+            rows = result.rows[: tableapi.STREAM_CAP - sent]
+            _, shown = tableapi.rows_for(result.columns, rows, plan.table, label_of)
+            sent += len(shown)
+            yield shown
+            token = result.next_token
+            if not token or sent >= tableapi.STREAM_CAP or time.perf_counter() - began > STREAM_SECONDS:
+                return
+            if token.startswith("o"):
+                request = dataclasses.replace(request, offset=int(token[1:]), after=None)
+            else:
+                request = dataclasses.replace(request, after=int(token))
+
+    columns = list(plan.table.columns)
+    await _send_csv(send, plan, columns, pages(), None)
+
+
+STREAM_SECONDS = 120  # of SQL work for one streamed CSV
 
 
 def _sorted_best_first(conn):
