@@ -1,4 +1,3 @@
-"""Serving under load: worker processes (serving.py) and the cheaper home and
 """`datasette laion serve`: worker processes, as deployed (serving.py)."""
 import asyncio
 import json
