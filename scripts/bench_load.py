@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """usage: scripts/bench_load.py DB [--inspect-file F] [--duration S] [--clients N] [--max-requests N]
-       [--servers ours,plain,capped] [--seed N] [--warmup S] [--timeout S] [--memory-cap SIZE] [--json-out FILE]
+       [--servers ours,plain,capped,before] [--before PYTHON] [--seed N] [--warmup S] [--timeout S] [--memory-cap SIZE] [--json-out FILE]
 
 Load benchmark: C concurrent clients for S seconds of mixed, realistic traffic
 (searches across the word-frequency range, HTML and JSON, with filters, second
@@ -54,7 +54,7 @@ from datasette_laion import functions, site  # noqa: E402
 from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
 
 DB = site.DATABASE_NAME
-SERVERS = ("ours", "plain", "capped")
+SERVERS = ("ours", "plain", "capped", "before")
 
 # The project's targets for its own server (the issue).
 TARGET_P95_MS = 300
@@ -900,7 +900,9 @@ def main():
     parser.add_argument("--duration", type=float, default=120, help="seconds of measured traffic per server")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--max-requests", type=int, default=500_000, help="stop a run after this many requests")
-    parser.add_argument("--servers", default="ours,plain,capped", help="any of ours, plain, capped, in order")
+    parser.add_argument("--servers", default="ours,plain,capped", help="any of ours, plain, capped, before, in order")
+    parser.add_argument("--before", type=Path, help="`before`: the Python of a virtualenv with the code before a "
+                        "change installed (e.g. a git worktree of the previous commit, pip install -e)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=float, default=10, help="seconds of traffic before each run, not counted")
     parser.add_argument("--timeout", type=float, default=30, help="seconds a request may take; more is an error")
@@ -911,6 +913,8 @@ def main():
     unknown = set(servers) - set(SERVERS)
     if unknown or not servers:
         parser.error(f"--servers: any of {', '.join(SERVERS)}")
+    if "before" in servers and not options.before:
+        parser.error("--servers before needs --before PYTHON")
     if options.duration <= 0 or options.clients < 1 or options.max_requests < 1:
         parser.error("--duration, --clients and --max-requests must be positive")
     inspect_file = options.inspect_file or options.db.parent / "inspect.json"
@@ -938,7 +942,8 @@ def main():
             command = [str(ensure_plain_venv()), "serve", "-i", str(options.db), "--inspect-file", str(inspect_file),
                        "-m", str(plain_meta_path), "-h", "127.0.0.1", "-p", str(port)] + settings
         else:
-            command = [sys.executable, "-m", "datasette_laion", "serve", str(options.db), "--inspect-file",
+            python = options.before if name == "before" else sys.executable
+            command = [str(python), "-m", "datasette_laion", "serve", str(options.db), "--inspect-file",
                        str(inspect_file), "-h", "127.0.0.1", "-p", str(port)]
         print(f"\n{name}: {' '.join(command[:4])} ... (warm-up {options.warmup:g} s, run {options.duration:g} s)",
               flush=True)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """usage: scripts/bench_search.py DB [--inspect-file F] [--reps N] [--concurrent-seconds S] [--clients C]
+       [--before PYTHON]
 
 Search benchmark, side by side in one run: plain Datasette 0.65 (no plugin,
 its own table search, same database file, inspect file and settings) against
@@ -9,7 +10,9 @@ handful of matches, ~10k, ~150k, ~1.4M and the most common word), over HTML and
 JSON, first page and page 20, with and without filters, it prints p50/p95 per
 case and the ratio; then a concurrent run of C clients for S seconds against
 each: throughput, p95 and errors. Loopback only; bounded in time.
-Plain Datasette runs from its own virtualenv (/tmp/laion-plain-venv, created
+With --before (the Python of a virtualenv holding the code before a change),
+that code is measured too, in the same run, and the table gains its p50/p95
+and ours/before. Plain Datasette runs from its own virtualenv (/tmp/laion-plain-venv, created
 with `pip install datasette==0.65.5` when missing).
 """
 import argparse
@@ -129,19 +132,25 @@ def main():
     parser.add_argument("--concurrent-seconds", type=int, default=60)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--before", type=Path, help="Python of a virtualenv with the code before a change")
     args = parser.parse_args()
     inspect_file = args.inspect_file or args.db.parent / "inspect.json"
     terms = pick_terms(args.db)
     print("terms:", ", ".join(f"{label}: {term!r} ({doc:,} matches)" for label, term, doc in terms))
 
-    plain_port, ours_port = free_port(), free_port()
+    plain_port, ours_port, before_port = free_port(), free_port(), free_port()
     settings = site.setting_args()
     plain_cmd = [str(ensure_plain_venv()), "serve", "-i", str(args.db), "--inspect-file", str(inspect_file),
                  "-p", str(plain_port)] + settings
     ours_cmd = [sys.executable, "-m", "datasette_laion", "serve", str(args.db), "--inspect-file", str(inspect_file),
                 "-p", str(ours_port)]
+    servers = [("plain", plain_cmd, plain_port), ("ours", ours_cmd, ours_port)]
+    if args.before:
+        before_cmd = [str(args.before), "-m", "datasette_laion", "serve", str(args.db), "--inspect-file",
+                      str(inspect_file), "-p", str(before_port)]
+        servers.append(("before", before_cmd, before_port))
     results = {}
-    for name, command, port in [("plain", plain_cmd, plain_port), ("ours", ours_cmd, ours_port)]:
+    for name, command, port in servers:
         process, base = start(command, port)
         try:
             with httpx.Client() as client:
@@ -168,8 +177,11 @@ def main():
 
     print(f"\nSearch benchmark (scripts/bench_search.py), {args.reps} requests per case, ms")
     header = f"{'case':44}{'plain p50':>10}{'p95':>9}{'err':>5}{'ours p50':>10}{'p95':>8}{'err':>5}{'p50 ratio':>11}"
+    if args.before:
+        header += f"{'before p50':>11}{'p95':>8}{'ours/before':>12}"
     print(header)
     worst = {"p50": 0, "p95": 0, "errors": 0}
+    worst_before = {"p50": 0, "p95": 0}
     table = []
     for key in results["ours"]:
         label, fmt, filtered, page = key
@@ -183,12 +195,21 @@ def main():
         worst["errors"] += ours[1]
         if plain:
             p50, p95 = pct(plain[0], 50), pct(plain[0], 95)
-            print(f"{name:44}{p50:10.1f}{p95:9.1f}{plain[1]:5d}{o50:10.1f}{o95:8.1f}{ours[1]:5d}{p50 / o50:10.1f}x")
+            line = f"{name:44}{p50:10.1f}{p95:9.1f}{plain[1]:5d}{o50:10.1f}{o95:8.1f}{ours[1]:5d}{p50 / o50:10.1f}x"
         else:
-            print(f"{name:44}{'-':>10}{'-':>9}{'-':>5}{o50:10.1f}{o95:8.1f}{ours[1]:5d}")
-        table.append({"case": name, "plain": plain, "ours": ours})
+            line = f"{name:44}{'-':>10}{'-':>9}{'-':>5}{o50:10.1f}{o95:8.1f}{ours[1]:5d}{'':>11}"
+        before = results.get("before", {}).get(key)
+        if before:
+            b50, b95 = pct(before[0], 50), pct(before[0], 95)
+            worst_before["p50"], worst_before["p95"] = max(worst_before["p50"], b50), max(worst_before["p95"], b95)
+            line += f"{b50:11.1f}{b95:8.1f}{o50 / b50:11.2f}x"
+        print(line)
+        table.append({"case": name, "plain": plain, "ours": ours, "before": before})
     print(f"\nworst case, ours: p50 {worst['p50']:.1f} ms, p95 {worst['p95']:.1f} ms, errors {worst['errors']} "
           "(targets: p50 <= 50, p95 <= 150, 0 errors)")
+    if args.before:
+        print(f"worst case, before: p50 {worst_before['p50']:.1f} ms, p95 {worst_before['p95']:.1f} ms "
+              f"(ours/before: p50 {worst['p50'] / worst_before['p50']:.2f}x, p95 {worst['p95'] / worst_before['p95']:.2f}x)")
     print(f"\n{args.clients} clients for {args.concurrent_seconds}s, mixed searches:")
     for name, (rps, p50, p95, errors, n) in results["concurrent"].items():
         print(f"  {name:6} {rps:8.1f} req/s   p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   errors {errors} of {n}")

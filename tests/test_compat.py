@@ -199,3 +199,98 @@ async def test_link_counts_of_other_databases_are_counted(tmp_path):
     await other.invoke_startup()
     body = (await other.client.get("/other/domain/1.json?_extras=foreign_key_tables")).json()
     assert body["foreign_key_tables"][0]["count"] == 2
+
+
+# -- one test per use of Datasette's internals (compat.py) ----------------------
+
+
+def test_every_schema_method_still_exists():
+    """keep_schema_answers wraps each method by name: one Datasette renamed
+    would silently be asked on every page again."""
+    missing = [name for name in compat.SCHEMA_METHODS if not hasattr(Database, name)]
+    assert missing == []
+
+
+@pytest.mark.asyncio
+async def test_the_laion_database_keeps_its_schema_answers(ds):
+    await ds.invoke_startup()
+    db = ds.get_database(DB)
+    assert getattr(db, compat.KEPT_MARK) is True
+    assert all(name in db.__dict__ for name in compat.SCHEMA_METHODS)
+    assert "execute" in db.__dict__
+
+
+def test_datasette_filters_operators():
+    """The guard reads Datasette's filter operators from its Filters class."""
+    assert {"exact", "not", "contains", "gt", "gte", "lt", "lte", "in", "notin", "isnull", "notnull",
+            "notblank", "like", "glob", "startswith", "endswith"} <= compat.FILTER_LOOKUPS
+
+
+@pytest.mark.asyncio
+async def test_jinja_is_tuned_and_misses_remembered_on_the_site(built):
+    ds = site.make_datasette(built.path, built.inspect_path)  # its own: no page asked yet
+    await ds.invoke_startup()
+    assert ds.jinja_env.auto_reload is False
+    assert isinstance(ds.jinja_env.loader, compat.RememberMisses)
+    await get(ds, f"/{DB}/registered_domain", cookies={"visitor": "1"})
+    assert "table.html" not in ds.jinja_env.loader.missing  # found
+    assert "query-laion-aesthetic-6pls.html" not in ds.jinja_env.loader.missing  # never asked yet
+    await get(ds, f"/{DB}/top_domains", cookies={"visitor": "1"})
+    assert "query-laion-aesthetic-6pls.html" in ds.jinja_env.loader.missing  # asked once, then remembered
+
+
+@pytest.mark.asyncio
+async def test_site_pages_skip_the_schema_refresh(built, monkeypatch):
+    """refresh_schemas replaced on the instance: Datasette calls it before
+    every page; a rename would refresh on every page again."""
+    ds = site.make_datasette(built.path, built.inspect_path)
+    runs = []
+    original = type(ds)._refresh_schemas
+
+    async def counting(self):
+        runs.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(type(ds), "_refresh_schemas", counting)
+    for path in (f"/{DB}", f"/{DB}/domain.json", f"/{DB}/images/1.json", "/"):
+        assert (await ds.client.get(path, cookies={"visitor": "1"})).status_code == 200
+    assert len(runs) == 1
+
+
+def test_serve_instance_builds_what_datasette_serve_builds(built):
+    ds = compat.serve_instance([str(built.path), "-i", str(built.path), "--setting", "default_page_size", "7"])
+    assert ds.setting("default_page_size") == 7
+    asyncio.run(ds.invoke_startup())
+    compat.run_sync(lambda: compat.check_databases(ds))
+
+
+@pytest.mark.asyncio
+async def test_table_counts_from_inspect_data(ds):
+    counts = compat.table_counts_known(ds.get_database(DB))
+    assert counts and counts["images"] > 10_000
+
+
+@pytest.mark.asyncio
+async def test_the_search_knows_the_actor(built):
+    """The search is answered before Datasette's router: the actor comes
+    from the actor_from_request hooks (here: the signed ds_actor cookie)."""
+    from datasette.app import Datasette
+
+    metadata = site.metadata()
+    metadata["databases"][DB]["allow"] = {"id": "root"}
+    ds = Datasette(immutables=[str(built.path)], metadata=metadata, settings=site.settings())
+    await ds.invoke_startup()
+    path = f"/{DB}/images.json?_search=dog&_size=1"
+    assert (await ds.client.get(path)).status_code == 403
+    cookie = ds.sign({"a": {"id": "root"}}, "actor")
+    response = await ds.client.get(path, cookies={"ds_actor": cookie})
+    assert response.status_code == 200 and response.json()["private"] is True
+
+
+@pytest.mark.asyncio
+async def test_custom_rows_are_objects_in_json_and_values_when_iterated():
+    row = compat.CustomRow(["a", "b"])
+    row["a"], row["b"] = 1, {"value": 2, "label": "x"}
+    assert list(row) == [1, {"value": 2, "label": "x"}]
+    response = compat.json_response(compat.MultiParams([["_shape", "arrays"]]), {"rows": [row], "columns": ["a", "b"]})
+    assert response.body == '{"rows": [{"a": 1, "b": {"value": 2, "label": "x"}}], "columns": ["a", "b"]}'

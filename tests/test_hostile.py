@@ -255,8 +255,6 @@ REFUSED = [
     (f"{DB}/images?domain_id=1&_sort=punsafe", "With a filter on domain_id, sort by domain_id or leave the sort out"),
     (f"{DB}/images?_where=url+like+'%25x%25'", "_where is not available on images: write the query in the SQL editor"),
     (f"{DB}/images?_through=%7B%22table%22:%22domain%22,%22column%22:%22id%22,%22value%22:%221%22%7D", "_through is not available"),
-    (f"{DB}/images?_search_text=dog", "Search the images on their HTML and JSON pages"),
-    (f"{DB}/images.csv?_search=dog", "Search the images on their HTML and JSON pages"),
     (f"{DB}/images.csv?_stream=on", "Streaming all 12,000 rows of images as CSV is not offered"),
     (f"{DB}/images?_next=abc", "_next: 'abc' is not a page token of this page"),
     (f"{DB}/images_fts?_sort=text", "Sorting images_fts by text"),
