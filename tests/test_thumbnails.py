@@ -104,6 +104,19 @@ def test_bad_thumbnail_url_stops_the_server_at_startup():
         asyncio.run(ds.invoke_startup())
 
 
+def test_serve_says_why_a_template_is_refused(built, tmp_path):
+    import subprocess
+    import sys
+
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"plugins": {"datasette-laion": {"thumbnail_url": "https://img.example.org/{size}/{url}"}}}))
+    result = subprocess.run([sys.executable, "-m", "datasette_laion", "serve", str(built.path), "-m", str(metadata),
+                             "-p", "0", "--workers", "1"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.endswith("Error: datasette-laion: thumbnail_url has an unknown placeholder {size}; "
+                                  "the placeholders are {url} and {url_encoded}\n")
+
+
 @pytest.mark.parametrize(
     "value,message",
     [(42, "datasette-laion: sample_images_dir must be the path of a directory, not 42"),
