@@ -85,6 +85,8 @@ def register_routes(datasette):
         (r"^/-/laion/health$", views.health),
         (r"^/-/laion/stats(?P<format>\.json)?$", pages.stats_page),
         (r"^/-/laion/mywork(?P<format>\.json)?$", pages.mywork_page),
+        (r"^/-/laion/sample-image$", views.sample_image),  # the demo's thumbnails (sample_images.py)
+        (r"^/-/laion/sample-images/(?P<name>[^/]+)$", views.sample_image_by_name),
     ]
     if pipeline.site_database(datasette, checked=False) is not None:
         routes.append((r"^/$", views.home))  # the LAION site's home page; Datasette's elsewhere

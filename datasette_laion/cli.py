@@ -16,6 +16,8 @@ from .version import __version__
 
 DATABASE_FILE = site.DATABASE_FILE
 DEMO_ROWS = 50_000
+DEMO_IMAGES = "sample-images"  # the demo's pictures, beside its database
+DEMO_METADATA = "metadata.json"  # the metadata the demo serves with (site.demo_metadata)
 # build.DEFAULT_BATCH_SIZE (a test checks), here so that loading the command
 # group (as every `datasette` command and each server worker does) does not
 # import the build and Arrow.
@@ -38,8 +40,11 @@ def laion():
 @click.option("--rows", type=click.IntRange(min=0), default=DEMO_ROWS, show_default=True, help="Rows in all")
 @click.option("--files", type=click.IntRange(min=1), default=1, show_default=True, help="Parquet files to spread them over")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write a small picture for each row's URL into this directory (a quarter get none, "
+                   "as a quarter of LAION's images are gone), for the site's sample_images_dir")
 @click.option("--silent", is_flag=True, help="No progress bar")
-def sample(outdir, rows, files, seed, silent):
+def sample(outdir, rows, files, seed, images_dir, silent):
     """Write generated parquet files with the exact LAION-Aesthetics v2 schema.
 
     Realistic domains, captions, names and scores, plus the awkward rows real
@@ -55,6 +60,22 @@ def sample(outdir, rows, files, seed, silent):
         paths = sample_module.generate(outdir, rows=rows, files=files, seed=seed, progress=bar.update)
     for path in paths:
         click.echo(str(path))
+    if images_dir is not None:
+        written, without = write_sample_images(paths, images_dir, progress=not silent)
+        if not silent:
+            click.echo(f"{written:,} images in {images_dir} ({without:,} rows have none)", err=True)
+
+
+def write_sample_images(paths, images_dir, progress=True):
+    """The pictures of the rows of parquet ``paths`` into ``images_dir``, with
+    a progress bar: (images written, rows without one)."""
+    from tqdm import tqdm
+
+    from . import sample_images
+
+    with tqdm(total=sample_images.count_rows(paths), desc="images", unit="rows", unit_scale=True,
+              disable=not progress, file=sys.stderr) as bar:
+        return sample_images.write_images(sample_images.parquet_rows(paths), images_dir, progress=bar.update)
 
 
 @laion.command()
@@ -222,25 +243,31 @@ def serve(ctx, inspect_file, metadata, host, port, workers, access_log, args):
 def demo(rows, directory, host, port, rebuild):
     """Build a sample database (once, cached) and serve the full site on it.
 
+    Thumbnails are generated pictures, served by the site itself.
+
         datasette laion demo
     """
     directory = directory or default_cache_dir()
     db = ensure_demo_database(directory, rows, rebuild=rebuild)
+    metadata = db.parent / DEMO_METADATA
+    metadata.write_text(json.dumps(site.demo_metadata(db.parent / DEMO_IMAGES), indent=2) + "\n")
     click.echo(f"Serving {db} on http://{host}:{port}/", err=True)
-    serving.run(_serve_args(db, db.parent / "inspect.json", host, port, ()), workers=serving.default_workers(),
+    serving.run(_serve_args(db, db.parent / "inspect.json", host, port, (), metadata), workers=serving.default_workers(),
                 access_log=False)
 
 
 def ensure_demo_database(directory, rows, rebuild=False, progress=True):
     """The demo database in ``directory``, built from generated parquet unless
-    an up-to-date one is already there."""
+    an up-to-date one is already there, with the rows' pictures in
+    DEMO_IMAGES beside it."""
     from . import build as build_module
     from . import sample as sample_module
+    from . import sample_images
 
     directory = Path(directory)
     db = directory / DATABASE_FILE
     marker = directory / "demo.json"
-    wanted = {"rows": rows, "seed": 0, "version": __version__}
+    wanted = {"rows": rows, "seed": 0, "version": __version__, "images": DEMO_IMAGES}
     if not rebuild and db.exists() and (directory / "inspect.json").exists():
         try:
             if json.loads(marker.read_text()) == wanted:
@@ -252,7 +279,13 @@ def ensure_demo_database(directory, rows, rebuild=False, progress=True):
         for old in parquet_dir.glob("*.parquet"):
             old.unlink()
     click.echo(f"Generating {rows:,} sample rows in {parquet_dir}", err=True)
-    sample_module.generate(parquet_dir, rows=rows, files=2 if rows >= 1000 else 1, seed=0)
+    paths = sample_module.generate(parquet_dir, rows=rows, files=2 if rows >= 1000 else 1, seed=0)
+    images_dir = directory / DEMO_IMAGES
+    if images_dir.exists():
+        for old in images_dir.iterdir():
+            if sample_images.NAME_PATTERN.fullmatch(old.name):
+                old.unlink()
+    write_sample_images(paths, images_dir, progress=progress)
     try:
         result = build_module.build(db, [parquet_dir], progress=progress)
     except build_module.BuildError as ex:

@@ -3,6 +3,7 @@
 Every key has a default here and is checked once, at start-up.
 """
 import os
+import string
 from pathlib import Path
 
 PLUGIN = "datasette-laion"
@@ -19,6 +20,19 @@ DEFAULTS = {
     "database": "laion-aesthetic-6pls",
     # Thumbnails of rows with punsafe at or above this are hidden until clicked.
     "safe_mode_threshold": 0.5,
+    # Where a thumbnail's <img> loads from: a URL template with {url} (the
+    # image's URL as it is) or {url_encoded} (percent-encoded, every
+    # character but letters, digits and _.-~), such as
+    # "https://my-imgproxy.fly.dev/insecure/rs:fit:256:256/plain/{url_encoded}":
+    # an image proxy that fetches and shrinks the image, so that visitors'
+    # browsers do not ask thousands of hosts for multi-megabyte originals.
+    # An absolute http(s) URL, or a path on this site ("/..."). None: the
+    # image's own URL. The thumbnail's link always goes to the image's own URL.
+    "thumbnail_url": None,
+    # A directory of generated sample images (`datasette laion sample
+    # --images`), served at /-/laion/sample-image?url=... (what the demo sets
+    # thumbnail_url to). None: that route answers 404.
+    "sample_images_dir": None,
     # Columns rendered as thumbnails: {table: [column, ...]}.
     "image_columns": {"images": ["url"]},
     # Paths robots are asked not to crawl (robots.txt), under the database.
@@ -97,6 +111,12 @@ def validate(config):
     counts = config["counts_kept"]
     if not isinstance(counts, int) or isinstance(counts, bool) or not 0 <= counts <= 1_000_000:
         raise ConfigError(f"{PLUGIN}: counts_kept must be a whole number from 0 to 1000000, not {counts!r}")
+    config["thumbnail_url"] = _thumbnail_template(config["thumbnail_url"])
+    images_dir = config["sample_images_dir"]
+    if images_dir is not None:
+        if not isinstance(images_dir, str) or not images_dir:
+            raise ConfigError(f"{PLUGIN}: sample_images_dir must be the path of a directory, not {images_dir!r}")
+        config["sample_images_dir"] = Path(images_dir)
     if config["database_path"] is not None:
         config["database_path"] = Path(config["database_path"])
         if config["inspect_file"] is None:
@@ -104,3 +124,32 @@ def validate(config):
     if config["inspect_file"] is not None:
         config["inspect_file"] = Path(config["inspect_file"])
     return config
+
+
+THUMBNAIL_PLACEHOLDERS = ("url", "url_encoded")
+
+
+def _thumbnail_template(template):
+    """thumbnail_url checked: None, or a template that str.format() fills
+    with url and url_encoded (render.thumbnail_src)."""
+    if template is None:
+        return None
+    if not isinstance(template, str):
+        raise ConfigError(f"{PLUGIN}: thumbnail_url must be a URL template (a string), not {template!r}")
+    if not template.startswith(("http://", "https://", "/")) or template.startswith("//"):
+        raise ConfigError(f"{PLUGIN}: thumbnail_url must start with http://, https:// or /, not {template!r}")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as ex:
+        raise ConfigError(f"{PLUGIN}: thumbnail_url is not a valid template ({ex}); "
+                          "write a literal { or } as {{ or }}") from None
+    for name, spec, conversion in fields:
+        if name not in THUMBNAIL_PLACEHOLDERS or spec or conversion:
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"{PLUGIN}: thumbnail_url has an unknown placeholder {field}; "
+                              "the placeholders are {url} and {url_encoded}")
+    if not fields:
+        raise ConfigError(f"{PLUGIN}: thumbnail_url must contain {{url}} or {{url_encoded}}, where the image's "
+                          f"URL goes: {template!r}")
+    return template

@@ -409,9 +409,11 @@ async def mywork_page(request, datasette):
         if error:
             return Response.json({"ok": False, "error": error, "status": status}, status=status)
         return Response.json(answer, default=str)
-    threshold = plugin_config(datasette)["safe_mode_threshold"]
+    config = plugin_config(datasette)
+    threshold = config["safe_mode_threshold"]
     for example in (answer or {}).get("examples", []):
-        example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold)
+        example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold,
+                                            config["thumbnail_url"])
     total = answer["rows"] if answer else await search.in_one_trip(datasette, db, _total_rows)
     html = await datasette.render_template(
         "laion_mywork.html",

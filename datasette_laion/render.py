@@ -1,9 +1,10 @@
 """HTML rendering of cells: thumbnails for image URLs, rounded scores.
 
 Nothing from the data reaches the page unescaped, and only http(s) URLs ever
-become a link or an image source.
+become a link or an image source (an image's thumbnail through the
+thumbnail_url template, when one is configured).
 """
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .compat import to_css_class
 from markupsafe import Markup, escape
@@ -41,18 +42,29 @@ def _row_value(row, key):
         return None
 
 
-def thumbnail(url, caption, punsafe, threshold):
+def thumbnail_src(url, template):
+    """Where the thumbnail of the image at ``url`` (already checked by
+    safe_image_url) loads from: the thumbnail_url ``template`` filled in
+    (config.py checked it), or the URL itself."""
+    if template is None:
+        return url
+    return template.format(url=url, url_encoded=quote(url, safe=""))
+
+
+def thumbnail(url, caption, punsafe, threshold, thumbnail_url=None):
     """A lazy thumbnail linked to the image; hidden behind a click when the
-    row's punsafe is at or above ``threshold``, or unknown."""
+    row's punsafe is at or above ``threshold``, or unknown. The <img> loads
+    from the ``thumbnail_url`` template (config.py) when there is one."""
     # escape() on every value from the data; Markup() once on the result.
     safe = safe_image_url(url)
     if safe is None:
         return Markup(f'<span class="laion-url-text">{escape(url)}</span>')
-    src = escape(safe)
+    href = escape(safe)
+    src = escape(thumbnail_src(safe, thumbnail_url))
     alt = escape(caption) if isinstance(caption, str) else ""
     if isinstance(punsafe, (int, float)) and punsafe < threshold:
         return Markup(
-            f'<a class="laion-thumb" href="{src}" target="_blank" rel="noopener noreferrer nofollow" '
+            f'<a class="laion-thumb" href="{href}" target="_blank" rel="noopener noreferrer nofollow" '
             f'referrerpolicy="no-referrer"><img src="{src}" alt="{alt}" loading="lazy" '
             f'referrerpolicy="no-referrer" decoding="async"></a>'
         )
@@ -61,7 +73,7 @@ def thumbnail(url, caption, punsafe, threshold):
     else:
         label = "Safety score unknown: show"
     return Markup(
-        f'<span class="laion-thumb laion-hidden" data-src="{src}" data-alt="{alt}">'
+        f'<span class="laion-thumb laion-hidden" data-src="{src}" data-href="{href}" data-alt="{alt}">'
         f'<button type="button" class="laion-reveal">{label}</button></span>'
     )
 
@@ -87,7 +99,8 @@ def render_cell(row, value, column, table, config):
         table is None and any(column in columns for columns in image_columns.values())
     )
     if is_image and isinstance(value, str):
-        return thumbnail(value, _row_value(row, "text"), _row_value(row, "punsafe"), config["safe_mode_threshold"])
+        return thumbnail(value, _row_value(row, "text"), _row_value(row, "punsafe"), config["safe_mode_threshold"],
+                         config["thumbnail_url"])
     if column in ROUNDED_COLUMNS:
         return rounded(value)
     return None

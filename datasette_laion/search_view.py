@@ -64,6 +64,7 @@ def cell_writers(columns, labels, urls, config):
     once per column, not per cell: a page has ~650 cells."""
     image_columns = config["image_columns"].get(TABLE, ())
     threshold = config["safe_mode_threshold"]
+    thumbnail_url = config["thumbnail_url"]
 
     def plain(value):
         if value is None:
@@ -87,7 +88,7 @@ def cell_writers(columns, labels, urls, config):
             def image(row):
                 value = row[column]
                 if isinstance(value, str):
-                    return str(render.thumbnail(value, row.get("text"), row.get("punsafe"), threshold))
+                    return str(render.thumbnail(value, row.get("text"), row.get("punsafe"), threshold, thumbnail_url))
                 return plain(value)
             return image
         if column in render.ROUNDED_COLUMNS:

@@ -10,6 +10,9 @@ METADATA_PATH = PACKAGE_DIR / "metadata.yml"
 SETTINGS_PATH = PACKAGE_DIR / "settings.json"
 DATABASE_NAME = "laion-aesthetic-6pls"
 DATABASE_FILE = DATABASE_NAME + ".db"
+# The demo's thumbnails: generated pictures (sample_images.py) served by the
+# site itself (views.sample_image), while the URLs in the database stay real.
+SAMPLE_IMAGE_URL = "/-/laion/sample-image?url={url_encoded}"
 
 
 def settings():
@@ -27,6 +30,15 @@ def setting_args():
 
 def metadata():
     return yaml.safe_load(METADATA_PATH.read_text())
+
+
+def demo_metadata(images_dir):
+    """The project's metadata, with thumbnails from the generated pictures
+    in ``images_dir``."""
+    data = metadata()
+    data.setdefault("plugins", {}).setdefault("datasette-laion", {}).update(
+        thumbnail_url=SAMPLE_IMAGE_URL, sample_images_dir=str(images_dir))
+    return data
 
 
 def make_datasette(db_path, inspect_file=None, **kwargs):

@@ -4,10 +4,13 @@ import json
 from datasette.database import Database, QueryInterrupted
 from datasette.utils.asgi import Response
 
-from . import compat, templating
+from . import compat, sample_images, templating
 from .compat import add_inspect_data
 from .config import plugin_config
 from .functions import phrase_search_url, registrable_domain
+
+# Generated pictures do not change for a URL; a day keeps a demo's gallery quick.
+SAMPLE_IMAGE_CACHE = "public, max-age=86400"
 
 
 def open_configured_database(datasette, config):
@@ -143,3 +146,33 @@ async def robots_txt(datasette):
         lines.append(f"Disallow: {base}{path}")
     lines.append("Disallow: /*?*_search=")
     return Response.text("\n".join(lines) + "\n")
+
+
+async def sample_image(request, datasette):
+    """/-/laion/sample-image?url=URL: the generated picture of the image at
+    URL (what the demo's thumbnail_url points at), or a 404, as for an image
+    that is gone."""
+    url = request.args.get("url")
+    if not url:
+        return Response.text("Give the image's URL: /-/laion/sample-image?url=...\n", status=400)
+    return _sample_image_file(datasette, sample_images.image_name(url))
+
+
+async def sample_image_by_name(request, datasette):
+    """/-/laion/sample-images/NAME: a generated picture by its file name."""
+    name = request.url_vars["name"]
+    if not sample_images.NAME_PATTERN.fullmatch(name):
+        return Response.text("Not the name of a sample image\n", status=404)
+    return _sample_image_file(datasette, name)
+
+
+def _sample_image_file(datasette, name):
+    """The file ``name`` (a NAME_PATTERN name: no path) of sample_images_dir."""
+    directory = plugin_config(datasette)["sample_images_dir"]
+    if directory is None:
+        return Response.text("No sample images on this site (sample_images_dir is not set)\n", status=404)
+    try:
+        body = (directory / name).read_bytes()
+    except OSError:  # not there (the quarter of images that are gone), or unreadable
+        return Response.text("Image no longer available\n", status=404)
+    return Response(body, content_type=sample_images.CONTENT_TYPE, headers={"Cache-Control": SAMPLE_IMAGE_CACHE})

@@ -8,7 +8,7 @@
   }
   function reveal(span) {
     var link = document.createElement("a");
-    link.href = span.dataset.src;
+    link.href = span.dataset.href || span.dataset.src;  // the image; data-src: its thumbnail
     link.target = "_blank";
     link.rel = "noopener noreferrer nofollow";
     link.referrerPolicy = "no-referrer";
