@@ -29,11 +29,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
-import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,11 +45,20 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from . import sql, stats
-from .version import __version__
 from .exclude import load_exclusions
 from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hashes
 from .names import NamesError, load_names
-from .source import CONVERTERS, CORE_COLUMNS, SourceError, iter_batches, merged_extras, normalise, open_source, open_sources
+from .source import (
+    CONVERTERS,
+    CORE_COLUMNS,
+    SourceError,
+    iter_batches,
+    merged_extras,
+    normalise,
+    open_source,
+    open_sources,
+)
+from .version import __version__
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 150_000
@@ -820,7 +829,7 @@ class _Builder:
                 return _read_bucket(bucket[0], remaps=self.domain_remaps)
 
             pending = reader.submit(read, buckets[0]) if buckets else None
-            for index, (parts, first) in enumerate(buckets):
+            for index, (_parts, first) in enumerate(buckets):
                 table = pending.result()
                 pending = reader.submit(read, buckets[index + 1]) if index + 1 < len(buckets) else None
                 for start in range(0, table.num_rows, self.batch_size):

@@ -2,9 +2,9 @@
 
 Thin wrappers: each command parses options, calls the library, prints.
 """
+import faulthandler
 import json
 import os
-import faulthandler
 import signal
 import sys
 from pathlib import Path

@@ -7,9 +7,10 @@ line lives here, and each item has a test in ``tests/test_compat.py`` that
 fails loudly (not silently slower, not silently wrong) when the installed
 Datasette stops working the way it is used here:
 
-1. undocumented helpers: ``Filters`` (its filter operators), the query-string
-   path helpers, ``urlsafe_components`` (page tokens), ``sqlite_timelimit``,
-   ``to_css_class`` (how template names are spelled);
+1. undocumented helpers: ``Filters`` (its filter operators), ``urlsafe_components``
+   (page tokens), ``sqlite_timelimit``, ``to_css_class`` (how template names
+   are spelled), ``MultiParams``, ``CustomRow``, ``Results`` and
+   ``QueryInterrupted`` (what ``Database.execute`` gives and raises);
 2. ``datasette serve``'s own pieces, for ``datasette laion serve`` (one
    server per worker process, built exactly as the command builds it);
 3. speed-ups for the immutable LAION database, which Datasette would
@@ -19,12 +20,17 @@ Datasette stops working the way it is used here:
    build's figures (``LINK_COUNTS``), the per-request schema refresh skipped
    (``refresh_schemas_once``), Jinja's per-render template checks off
    (``tune_jinja``);
-4. the inspect data and cached table counts of a database.
+4. the inspect data and cached table counts of a database;
+5. the parts of the table page that the search reuses to answer Datasette's
+   table arguments as the table page does (tableapi.py): its filters, the
+   add-filter redirect, its JSON renderer, its facet classes, its response
+   headers, and the actor of a request (the router's hooks).
 
 Nothing here applies to another database: the callers pass the LAION one.
 """
 import copy
 
+from datasette.database import QueryInterrupted, Results
 from datasette.filters import Filters
 from datasette.utils import CustomRow, MultiParams, sqlite_timelimit, to_css_class, urlsafe_components
 from jinja2 import BaseLoader, TemplateNotFound
@@ -32,10 +38,18 @@ from jinja2 import BaseLoader, TemplateNotFound
 # Datasette's filter operators (``col__op=value``), as its table view reads them.
 FILTER_LOOKUPS = frozenset(key for key, _, _ in Filters([]).lookups())
 # Re-exported: the one place the plugin takes these from.
-__all__ = ["FILTER_LOOKUPS", "CustomRow", "MultiParams", "sqlite_timelimit", "to_css_class", "urlsafe_components"]
+__all__ = ["FILTER_LOOKUPS", "CustomRow", "MultiParams", "QueryInterrupted", "Results", "sqlite_timelimit", "to_css_class", "urlsafe_components"]
 
 
 # ------------------------------------------------------ datasette serve's pieces
+
+
+def serve_context(args):
+    """`datasette serve` ARGS parsed by its own click command (raises
+    click's usage errors, as `datasette serve` would)."""
+    from datasette.cli import serve as serve_command
+
+    return serve_command.make_context("datasette serve", list(args))
 
 
 def serve_instance(args):
@@ -44,9 +58,16 @@ def serve_instance(args):
     ``return_instance`` parameter)."""
     from datasette.cli import serve as serve_command
 
-    ctx = serve_command.make_context("datasette serve", list(args))
+    ctx = serve_context(args)
     with ctx:
         return ctx.invoke(serve_command.callback, **ctx.params, return_instance=True)
+
+
+def run_datasette_serve(args):
+    """`datasette serve ARGS`, as it is."""
+    from datasette.cli import cli as datasette_cli
+
+    datasette_cli.main(args=["serve", *args], prog_name="datasette", standalone_mode=True)
 
 
 async def check_databases(datasette):

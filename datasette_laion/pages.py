@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from datasette.database import QueryInterrupted
 from datasette.utils.asgi import Response
 
 from . import charts, functions, metrics, render, search
+from .compat import QueryInterrupted
 from .config import plugin_config
 from .views import error_response
 

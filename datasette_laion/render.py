@@ -6,8 +6,9 @@ thumbnail_url template, when one is configured).
 """
 from urllib.parse import quote, urlsplit
 
-from .compat import to_css_class
 from markupsafe import Markup, escape
+
+from .compat import to_css_class
 
 # Scores shown rounded in HTML (JSON keeps full precision).
 ROUNDED_COLUMNS = {"similarity", "punsafe", "pwatermark", "aesthetic"}

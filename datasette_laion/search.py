@@ -18,8 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from datasette.database import QueryInterrupted, Results
-from .compat import sqlite_timelimit
+from .compat import QueryInterrupted, Results, sqlite_timelimit
 
 COUNT_CAP = 10_000  # exact counts up to this many matches
 FACET_CAP = 10_000  # facets count the first this many matches, best first

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from datasette.database import QueryInterrupted
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
 from . import compat, render, search, tableapi
+from .compat import QueryInterrupted
 from .config import plugin_config
 from .views import error_response
 
@@ -394,9 +394,9 @@ async def _stream_csv(datasette, db, plan, config, send):
         sent = 0
         request = plan.search
         while True:
+            page_plan = dataclasses.replace(plan, search=request)
             result, labels, _ = await search.in_one_trip(
-                datasette, db, lambda conn: _run(conn, dataclasses.replace(plan, search=request), config,
-                                                 labels_wanted, False),
+                datasette, db, lambda conn, page_plan=page_plan: _run(conn, page_plan, config, labels_wanted, False),
                 plan.table.time_limit_ms)
             label_of = {("domain_id", k): v for k, v in labels.items()}
             rows = result.rows[: tableapi.STREAM_CAP - sent]

@@ -68,9 +68,7 @@ def default_workers():
 def parse_serve_args(args):
     """`datasette serve` ARGS parsed by its own command: the click context
     (raises click's usage errors, as `datasette serve` would)."""
-    from datasette.cli import serve as serve_command
-
-    return serve_command.make_context("datasette serve", list(args))
+    return compat.serve_context(args)
 
 
 def one_process_options(params):
@@ -110,7 +108,7 @@ class WorkerApp:
                 try:
                     await start(self.datasette)
                     self.app = self.datasette.app()
-                except Exception as ex:  # noqa: BLE001: told to uvicorn, which exits
+                except Exception as ex:  # noqa: BLE001 (told to uvicorn, which exits)
                     await send({"type": "lifespan.startup.failed", "message": f"{type(ex).__name__}: {ex}"})
                     return
             replayed = False
@@ -164,9 +162,7 @@ def uvicorn_args(params, workers, access_log):
 
 def run_datasette_serve(args):
     """`datasette serve ARGS`, as it is."""
-    from datasette.cli import cli as datasette_cli
-
-    datasette_cli.main(args=["serve", *args], prog_name="datasette", standalone_mode=True)
+    compat.run_datasette_serve(args)
 
 
 def run(args, workers, access_log, explicit=False):

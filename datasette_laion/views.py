@@ -1,11 +1,11 @@
 """Routes the plugin adds, and opening the configured database."""
 import json
 
-from datasette.database import Database, QueryInterrupted
+from datasette.database import Database
 from datasette.utils.asgi import Response
 
 from . import compat, sample_images, templating
-from .compat import add_inspect_data
+from .compat import QueryInterrupted, add_inspect_data
 from .config import plugin_config
 from .functions import phrase_search_url, registrable_domain
 

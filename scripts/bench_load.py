@@ -49,9 +49,9 @@ except ImportError:
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from datasette_laion import functions, site  # noqa: E402
-
 from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
+
+from datasette_laion import functions, site  # noqa: E402
 
 DB = site.DATABASE_NAME
 SERVERS = ("ours", "plain", "capped", "before")

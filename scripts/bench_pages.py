@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from datasette_laion import site  # noqa: E402
-
 from benchlib import pct  # noqa: E402 (scripts/ is on sys.path)
+
+from datasette_laion import site  # noqa: E402
 
 TARGET_MS = 100
 

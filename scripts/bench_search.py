@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """usage: scripts/bench_search.py DB [--inspect-file F] [--reps N] [--concurrent-seconds S] [--clients C]
-       [--before PYTHON]
+       [--before PYTHON] [--servers plain,ours,before]
 
 Search benchmark, side by side in one run: plain Datasette 0.65 (no plugin,
 its own table search, same database file, inspect file and settings) against
@@ -28,9 +28,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from datasette_laion import site  # noqa: E402
-
 from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
+
+from datasette_laion import site  # noqa: E402
 
 TARGETS = [("handful", 5), ("~10k", 10_000), ("~150k", 150_000), ("~1.4M", 1_400_000), ("most common", None)]
 FILTERS = "aesthetic__gte=6.5&punsafe__lte=0.5&pwatermark__lte=0.8"
@@ -62,7 +62,7 @@ def start(command, port):
             return process, base
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start: {' '.join(command)}")
+                raise SystemExit(f"server did not start: {' '.join(command)}") from None
             time.sleep(0.2)
 
 
@@ -133,6 +133,8 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--before", type=Path, help="Python of a virtualenv with the code before a change")
+    parser.add_argument("--servers", default="plain,ours,before",
+                        help="which of plain, ours, before to run (before: only with --before)")
     args = parser.parse_args()
     inspect_file = args.inspect_file or args.db.parent / "inspect.json"
     terms = pick_terms(args.db)
@@ -140,8 +142,11 @@ def main():
 
     plain_port, ours_port, before_port = free_port(), free_port(), free_port()
     settings = site.setting_args()
-    plain_cmd = [str(ensure_plain_venv()), "serve", "-i", str(args.db), "--inspect-file", str(inspect_file),
-                 "-p", str(plain_port)] + settings
+    wanted = {s.strip() for s in args.servers.split(",")}
+    plain_cmd = None
+    if "plain" in wanted:
+        plain_cmd = [str(ensure_plain_venv()), "serve", "-i", str(args.db), "--inspect-file", str(inspect_file),
+                     "-p", str(plain_port)] + settings
     ours_cmd = [sys.executable, "-m", "datasette_laion", "serve", str(args.db), "--inspect-file", str(inspect_file),
                 "-p", str(ours_port)]
     servers = [("plain", plain_cmd, plain_port), ("ours", ours_cmd, ours_port)]
@@ -149,12 +154,13 @@ def main():
         before_cmd = [str(args.before), "-m", "datasette_laion", "serve", str(args.db), "--inspect-file",
                       str(inspect_file), "-p", str(before_port)]
         servers.append(("before", before_cmd, before_port))
+    servers = [server for server in servers if server[0] in wanted or server[0] == "ours"]
     results = {}
     for name, command, port in servers:
         process, base = start(command, port)
         try:
             with httpx.Client() as client:
-                for label, term, doc in terms:
+                for label, term, _doc in terms:
                     for fmt in ("html", "json"):
                         for filtered in (False, True):
                             for page in (1, 20):
@@ -186,7 +192,7 @@ def main():
     for key in results["ours"]:
         label, fmt, filtered, page = key
         name = f"{label} {fmt} page {page}{' +filters' if filtered else ''}"
-        plain, ours = results["plain"].get(key), results["ours"][key]
+        plain, ours = results.get("plain", {}).get(key), results["ours"][key]
         if ours is None:
             print(f"{name:44}  (fewer than {page} pages)")
             continue

@@ -145,7 +145,8 @@ def test_command_group_loads_without_the_build():
     import subprocess
     import sys
 
-    from datasette_laion import build, cli as laion_cli
+    from datasette_laion import build
+    from datasette_laion import cli as laion_cli
 
     code = ("import sys, datasette.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow' or m == 'datasette_laion.build'))")
