@@ -10,7 +10,7 @@ source/build/sample/cli for the database itself.
 """
 from datasette import hookimpl
 
-from . import config, functions, guard, limits, pages, pipeline, render, templating, views
+from . import config, functions, guard, image_page, limits, pages, pipeline, render, templating, views
 from .version import __version__  # noqa: F401
 
 
@@ -46,7 +46,7 @@ def render_cell(row, value, column, table, database, datasette):
     settings = config.plugin_config(datasette)
     if database != settings["database"]:
         return None
-    return render.render_cell(row, value, column, table, settings)
+    return render.render_cell(row, value, column, table, settings, name_search=views.search_url_function(datasette))
 
 
 @hookimpl
@@ -64,7 +64,10 @@ def extra_js_urls(database, view_name, datasette):
 
 
 @hookimpl
-def extra_template_vars(datasette, request, view_name):
+def extra_template_vars(datasette, request, database, table, view_name):
+    settings = config.plugin_config(datasette)
+    if view_name == "row" and table == "images" and database == settings["database"]:
+        return image_page.context(datasette, request, database, settings)  # the page of one image
     return guard.template_vars(datasette, request, view_name)  # a LAION table page: the guard's notes
 
 

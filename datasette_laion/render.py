@@ -92,8 +92,16 @@ def rounded(value):
     return Markup(rounded_html(value))
 
 
-def render_cell(row, value, column, table, config):
-    """The plugin's cell HTML, or None for cells that are not its business."""
+# The curated names' tables: each name links to its phrase search.
+NAME_TABLES = ("artists", "celebrities", "characters")
+
+
+def render_cell(row, value, column, table, config, name_search=None):
+    """The plugin's cell HTML, or None for cells that are not its business.
+    ``name_search``: a name's search URL (functions.phrase_search_url)."""
+    if table in NAME_TABLES and column == "name" and isinstance(value, str) and name_search is not None:
+        return Markup(f'<a href="{escape(name_search(value))}" title="Images whose caption names {escape(value)}">'
+                      f"{escape(value)}</a>")
     image_columns = config["image_columns"]
     is_image = (table is not None and column in image_columns.get(table, ())) or (
         # canned and arbitrary queries have no table: go by the column name

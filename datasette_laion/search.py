@@ -343,6 +343,21 @@ async def in_one_trip(datasette, database, work, time_limit_ms=None):
     return await database.execute_fn(lambda conn: work(Connection(conn, database, time_limit_ms)))
 
 
+def stored_best_first(conn):
+    """Whether the build stored rows best first; asked once per (immutable) database."""
+    database = conn.database
+    found = getattr(database, "_laion_best_first", None)
+    if found is None:
+        try:
+            rows = conn.execute("select value from build_info where key = 'order'").rows
+        except sqlite3.Error:  # no build_info: not a database this project built
+            rows = []
+        found = bool(rows) and rows[0][0] == "aesthetic desc"
+        if not database.is_mutable:
+            database._laion_best_first = found
+    return found
+
+
 class KeptCounts:
     """The most recently used search counts of one immutable database: a
     count is a pure function of the search and its filters there, and the

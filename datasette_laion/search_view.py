@@ -167,7 +167,7 @@ async def plan(datasette, incoming, request):
 def _run(conn, plan, config, labels_wanted, facets_wanted):
     """The search (or browsing), the labels of the domains it shows, and the
     source of its facets: one trip to a SQL thread (``conn``: a search.Connection)."""
-    best_first = _sorted_best_first(conn)
+    best_first = search.stored_best_first(conn)
     if plan.search.query:
         found = search.run_search(conn, plan.search, best_first, counts_kept=config["counts_kept"])
     else:
@@ -416,18 +416,6 @@ async def _stream_csv(datasette, db, plan, config, send):
 
 
 STREAM_SECONDS = 120  # of SQL work for one streamed CSV
-
-
-def _sorted_best_first(conn):
-    """Whether the build stored rows best first; asked once per (immutable) database."""
-    database = conn.database
-    found = getattr(database, "_laion_sorted_best_first", None)
-    if found is None:
-        rows = conn.execute("select value from build_info where key = 'order'").rows
-        found = bool(rows) and rows[0][0] == "aesthetic desc"
-        if not database.is_mutable:
-            database._laion_sorted_best_first = found
-    return found
 
 
 async def handle_safely(datasette, incoming, scope, receive, send):

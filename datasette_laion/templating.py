@@ -39,6 +39,8 @@ class LaionTemplates(BaseLoader):
             for table in tables
             for pattern, template in TABLE_TEMPLATES.items()
         }
+        if "images" in tables:  # the page of one image (image_page.py)
+            self.names[f"row-{db}-images.html"] = "laion_image.html"
 
     def get_source(self, environment, template):
         try:

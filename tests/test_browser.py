@@ -293,3 +293,42 @@ def test_dead_images_get_a_placeholder(browser, server, screenshots):
         p.screenshot(path=str(screenshots / "dead-images.png"))
     finally:
         page.close()
+
+
+def test_image_page_in_the_browser(browser, server, screenshots, built):
+    """The page of one image, as a visitor sees it: every part, safe mode
+    on (an unsafe image waits for a click) and off, no console errors."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{built.path}?immutable=1", uri=True)
+    safe = conn.execute("select rowid from images where punsafe < 0.5 and domain_id = 1 order by rowid limit 1").fetchone()[0]
+    unsafe = conn.execute("select rowid from images where punsafe >= 0.5 and domain_id is not null"
+                          " order by rowid limit 1").fetchone()[0]
+    conn.close()
+    page = Page(browser, server)
+    try:
+        p = page.goto(server + f"{DB}/images/{safe}")
+        # the image (pinimg's are dead in these tests: its placeholder then)
+        for part in (".laion-image-large .laion-thumb :is(img, .laion-broken)", ".laion-caption-full", ".laion-facts", ".laion-gallery li",
+                     ".laion-image-links", "table.rows-and-columns"):
+            assert p.query_selector(part) is not None, part
+        facts = p.inner_text(".laion-facts")
+        for word in ("aesthetic", "top ", "punsafe", "pwatermark", "similarity", "size", "host", "names in the caption"):
+            assert word in facts
+        p.screenshot(path=str(screenshots / "image-page.png"), full_page=True)
+        assert_inert(p)
+        p = page.goto(server + f"{DB}/images/{unsafe}")
+        assert p.query_selector(".laion-image-large .laion-hidden .laion-reveal") is not None
+        assert p.query_selector(".laion-image-large img") is None
+        p.click(".laion-image-large .laion-reveal")
+        p.wait_for_selector(".laion-image-large .laion-revealed img")
+        p.click(".laion-safe-toggle button")  # safe mode off: shown at once, on every page
+        p.wait_for_load_state("networkidle")
+        assert p.query_selector(".laion-image-large .laion-hidden") is None
+        assert p.query_selector(".laion-image-large img, .laion-image-large .laion-broken") is not None
+        p.screenshot(path=str(screenshots / "image-page-safe-mode-off.png"))
+        p.click(".laion-safe-toggle button")  # back on, for the other tests
+        p.wait_for_load_state("networkidle")
+        assert page.errors == [] and page.dialogs == []
+    finally:
+        page.close()
