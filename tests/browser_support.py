@@ -32,17 +32,18 @@ def screenshots():
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(built):
+def serving(arguments, seconds=30):
+    """``python -m datasette_laion ARGUMENTS -p PORT`` started on a free port;
+    yields its base URL once it answers, and stops it afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "datasette_laion", "serve", str(built.path), "-p", str(port)],
+        [sys.executable, "-m", "datasette_laion", *arguments, "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + seconds
     while True:
         try:
             httpx.get(base + "/-/laion/health", timeout=1)
@@ -50,9 +51,16 @@ def server(built):
         except httpx.TransportError:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    yield from serving(["serve", str(built.path)])
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,8 @@ served by the site itself through thumbnail_url), a quarter of them the
 Runs `datasette laion demo` itself, on a small sample in a temporary folder.
 Needs Playwright's Python package and a Chromium (see test_browser.py);
 skipped with a reason otherwise."""
-import socket
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
+from browser_support import serving
 
 DB = "/laion-aesthetic-6pls"
 LOCAL_THUMBNAIL = "/-/laion/sample-image?url="
@@ -22,25 +17,8 @@ SETTLED = "() => [...document.images].every(i => i.complete)"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, browser):  # browser first: no demo to build when the tests are skipped
     directory = tmp_path_factory.mktemp("demo")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "datasette_laion", "demo", "--dir", str(directory), "--rows", "3000", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # it builds the sample first
-    while True:
-        try:
-            httpx.get(base + "/-/laion/health", timeout=1)
-            break
-        except httpx.TransportError:
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
+    # it builds the sample first
+    yield from serving(["demo", "--dir", str(directory), "--rows", "3000"], seconds=120)
 
 
 class Visit:

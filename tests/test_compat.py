@@ -64,17 +64,26 @@ async def test_schema_answers_are_copies(ds):
     assert "junk" not in await db.table_columns("domain")
 
 
-@pytest.mark.asyncio
-async def test_schema_refresh_runs_again_for_a_mutable_database(built, monkeypatch):
-    ds = site.make_datasette(built.path, built.inspect_path)
+@pytest.fixture
+def refresh_runs(monkeypatch):
+    """The runs of Datasette's schema refresh, counted (a list)."""
+    from datasette.app import Datasette
+
     runs = []
-    original = type(ds)._refresh_schemas
+    original = Datasette._refresh_schemas
 
     async def counting(self):
         runs.append(1)
         return await original(self)
 
-    monkeypatch.setattr(type(ds), "_refresh_schemas", counting)
+    monkeypatch.setattr(Datasette, "_refresh_schemas", counting)
+    return runs
+
+
+@pytest.mark.asyncio
+async def test_schema_refresh_runs_again_for_a_mutable_database(built, refresh_runs):
+    ds = site.make_datasette(built.path, built.inspect_path)
+    runs = refresh_runs
     for _ in range(3):
         await ds.client.get(f"/{DB}/domain/1.json")
     assert len(runs) == 1
@@ -240,18 +249,11 @@ async def test_jinja_is_tuned_and_misses_remembered_on_the_site(built):
 
 
 @pytest.mark.asyncio
-async def test_site_pages_skip_the_schema_refresh(built, monkeypatch):
+async def test_site_pages_skip_the_schema_refresh(built, refresh_runs):
     """refresh_schemas replaced on the instance: Datasette calls it before
     every page; a rename would refresh on every page again."""
     ds = site.make_datasette(built.path, built.inspect_path)
-    runs = []
-    original = type(ds)._refresh_schemas
-
-    async def counting(self):
-        runs.append(1)
-        return await original(self)
-
-    monkeypatch.setattr(type(ds), "_refresh_schemas", counting)
+    runs = refresh_runs
     for path in (f"/{DB}", f"/{DB}/domain.json", f"/{DB}/images/1.json", "/"):
         assert (await ds.client.get(path, cookies={"visitor": "1"})).status_code == 200
     assert len(runs) == 1

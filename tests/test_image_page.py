@@ -1,27 +1,15 @@
 """The page of one image (image_page.py): every part of it, safe mode, the
 row JSON left as Datasette's, and the pieces it is computed from."""
-import contextlib
 import re
 from html.parser import HTMLParser
 
 import pytest
-from datasette.plugins import pm
 from markupsafe import escape
+from plain_datasette import plugin_unloaded
 
-import datasette_laion
 from datasette_laion import image_page, site
 
 DB = "laion-aesthetic-6pls"
-
-
-@contextlib.contextmanager
-def plugin_unloaded():
-    name = pm.get_name(datasette_laion)
-    pm.unregister(datasette_laion)
-    try:
-        yield
-    finally:
-        pm.register(datasette_laion, name=name)
 
 
 def a_row(db, where, params=()):

@@ -2,30 +2,17 @@
 argument on ``images?_search=...`` gets what plain Datasette (no plugin,
 same file, metadata and settings) answers, the oracle, or a 400 that says
 why. Never a 5xx, never a 200 that ignores an argument."""
-import contextlib
 import csv
 import io
 
 import pytest
 from datasette.app import Datasette
-from datasette.plugins import pm
+from plain_datasette import plugin_unloaded
 
-import datasette_laion
 from datasette_laion import search, site
 
 DB = "laion-aesthetic-6pls"
 IMAGES = f"/{DB}/images"
-
-
-@contextlib.contextmanager
-def plugin_unloaded():
-    """Plain Datasette: this plugin's hooks are not called meanwhile."""
-    name = pm.get_name(datasette_laion)
-    pm.unregister(datasette_laion)
-    try:
-        yield
-    finally:
-        pm.register(datasette_laion, name=name)
 
 
 @pytest.fixture(scope="module")
