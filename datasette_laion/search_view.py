@@ -1,11 +1,13 @@
 """Serve searches of the images table on Datasette's own URLs.
 
-``/<db>/images?_search=...`` and ``/<db>/images.json?_search=...`` (and any
-``_view=gallery`` or ``_view=table`` page: the search form's browsing, with
-filters and no words) are answered here, through an ASGI wrapper, with the
-fast search of ``search.py``; every other request goes to Datasette, once the
-guard (``guard.py``) has checked it. The JSON keeps the keys and ``_shape``
-variants of Datasette's table JSON.
+``/<db>/images?_search=...`` as HTML, JSON and CSV (and any ``_view=gallery``
+or ``_view=table`` page: the search form's browsing, with filters and no
+words) are answered here, routed by the request pipeline (pipeline.py), with
+the fast search of ``search.py``. A request is answered in phases: ``plan``
+(its arguments, checked: permissions, Datasette's table arguments by
+``tableapi``, redirects), one trip to a SQL thread (``_run``: the search, the
+labels it shows, the source of its facets), Datasette's facet classes when
+asked, then the page: HTML, JSON through Datasette's own renderer, or CSV.
 """
 import csv
 import dataclasses
