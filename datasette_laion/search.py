@@ -204,6 +204,20 @@ AESTHETIC_BOUND = {
 ROW_CHECK = "exists (select 1 from images where images.rowid = i.rowid and ({condition}))"
 
 
+# Compiles a condition without running it: a bad _where fragment or filter
+# value is an error about that condition, not about the search.
+CHECK_CONDITION = "explain select 1 from images where ({condition})"
+
+
+def check_conditions(db, request):
+    """Raise SearchError, naming it, for a row check that is not valid SQL."""
+    for sql, params in request.row_checks:
+        try:
+            db.execute(CHECK_CONDITION.format(condition=sql), params)
+        except sqlite3.Error as ex:
+            raise SearchError(f"Invalid filter or _where ({_clip(sql)}): {ex}") from None
+
+
 def _conditions(db, request, sorted_best_first):
     """SQL conditions on images (aliased i) and on the FTS rowid (f.rowid),
     with parameters; plus the domain id if one was asked for, and the rowid

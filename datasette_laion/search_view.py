@@ -169,6 +169,7 @@ async def plan(datasette, incoming, request):
 def _run(conn, plan, config, labels_wanted, facets_wanted):
     """The search (or browsing), the labels of the domains it shows, and the
     source of its facets: one trip to a SQL thread (``conn``: a search.Connection)."""
+    search.check_conditions(conn, plan.search)
     best_first = search.stored_best_first(conn)
     if plan.search.query:
         found = search.run_search(conn, plan.search, best_first, counts_kept=config["counts_kept"])

@@ -224,3 +224,13 @@ async def test_where_needs_execute_sql(built):
     ds = Datasette(immutables=[str(built.path)], metadata=metadata, settings=site.settings())
     response = await ds.client.get(f"{IMAGES}.json?_search=dog&_where=width>1")
     assert response.status_code == 403 and "_where= is not allowed" in response.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where, message", [
+    ("width >", "Invalid filter or _where (width >): near \")\": syntax error"),
+    ("nope = 1", "Invalid filter or _where (nope = 1): no such column: nope"),
+])
+async def test_a_bad_where_is_named(ours, where, message):
+    response = await ours.client.get(f"{IMAGES}.json", params={"_search": "dog", "_where": where})
+    assert response.status_code == 400 and message in response.json()["error"]
