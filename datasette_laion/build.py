@@ -21,10 +21,8 @@ database as it was. Steps:
               pass), inspect data (exact counts, sha256), rename into place.
 """
 import contextlib
-import ctypes
 import dataclasses
 import datetime
-import gc
 import hashlib
 import json
 import os
@@ -41,42 +39,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 
-from . import sql, stats
+from . import rowfilter, sql, stats
 from .exclude import load_exclusions
-from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hashes
+from .functions import fts_phrase, registrable_domain
 from .names import NamesError, load_names
-from .source import (
-    CONVERTERS,
-    CORE_COLUMNS,
-    SourceError,
-    iter_batches,
-    merged_extras,
-    normalise,
-    open_source,
-    open_sources,
-)
+from .partition import partition_part, read_bucket, release_memory, scan, share_row_groups
+from .source import CORE_COLUMNS, SourceError, merged_extras, open_sources, source_info, source_profiles
 from .version import __version__
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 150_000
-ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
-CORE_TYPES = {
-    "url": pa.string(),
-    "text": pa.string(),
-    "width": pa.float64(),  # SQLite's INTEGER affinity stores 1024.0 as 1024
-    "height": pa.float64(),
-    "similarity": pa.float64(),
-    "punsafe": pa.float64(),
-    "pwatermark": pa.float64(),
-    "aesthetic": pa.float64(),
-    "hash": pa.string(),
-    "__index_level_0__": pa.int64(),
-}
-
-
 class BuildError(Exception):
     """A build that could not be done; OUT is unchanged."""
 
@@ -97,70 +70,14 @@ class BuildResult:
     size: int
     timings: dict
     notes: list
+    profile: str = None  # the source profile(s) the files were read as
+    filter: str = None  # the row filter ("aesthetic >= 6"), None: every row
+    filtered: int = 0  # rows the filter left out
 
 
 def database_name(path):
     """The name Datasette gives a database file: its file name without suffix."""
     return Path(path).stem
-
-
-class DomainIds:
-    """URLs -> domain ids, computing ``domain()`` once per distinct authority."""
-
-    def __init__(self):
-        self.ids = {}  # domain -> id (1-based); 0 stands for "no domain"
-        self.by_prefix = {}
-        self.counts = np.zeros(1024, dtype=np.int64)
-
-    def _id(self, host):
-        if host is None:
-            return 0
-        found = self.ids.get(host)
-        if found is None:
-            found = self.ids[host] = len(self.ids) + 1
-        return found
-
-    def _prefix_id(self, prefix):
-        found = self.by_prefix.get(prefix)
-        if found is None:
-            found = self.by_prefix[prefix] = self._id(domain(prefix))
-        return found  # 0 (no domain) is looked up again, and found here
-
-    def for_urls(self, urls):
-        """numpy int64 ids for an Arrow string array (0: no domain)."""
-        n = len(urls)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        prefixes = pc.struct_field(pc.extract_regex(urls, AUTHORITY_PREFIX_RE2), [0])
-        encoded = prefixes.dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
-        get = self.by_prefix.get
-        ids_of = np.array([get(p) or self._prefix_id(p) for p in dictionary], dtype=np.int64)
-        missing = encoded.indices.is_null().to_numpy(zero_copy_only=False)
-        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        ids = ids_of[indices] if len(ids_of) else np.zeros(n, dtype=np.int64)
-        if missing.any():
-            # No regular authority: the URL is unusual; ask urlsplit about it whole.
-            for i in np.nonzero(missing)[0]:
-                ids[i] = self._id(domain(urls[int(i)].as_py()))
-        return ids
-
-    def count(self, ids):
-        if len(self.ids) + 1 > len(self.counts):
-            self.counts = np.concatenate([self.counts, np.zeros(len(self.ids) + 1024, dtype=np.int64)])
-        self.counts[: len(self.ids) + 1] += np.bincount(ids, minlength=len(self.ids) + 1)[: len(self.ids) + 1]
-
-    def ranked(self):
-        """(remap, rows): ids renumbered by image count, most first (ties by
-        name); remap[old_id] = new_id, rows = [(new_id, domain, count)]."""
-        hosts = sorted(self.ids.items(), key=lambda item: (-int(self.counts[item[1]]), item[0]))
-        hosts = [(host, old) for host, old in hosts if self.counts[old] > 0]
-        remap = np.zeros(len(self.ids) + 1, dtype=np.int64)
-        rows = []
-        for new, (host, old) in enumerate(hosts, start=1):
-            remap[old] = new
-            rows.append((new, host, int(self.counts[old])))
-        return remap, rows
 
 
 class _Steps:
@@ -193,117 +110,6 @@ class _Steps:
         return _Timer()
 
 
-def _release_memory(collect=True):
-    """Hand freed memory back to the system: Arrow's pool (mimalloc keeps
-    freed pages for reuse) and the C heap (freed Python objects)."""
-    if collect:
-        gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc only
-    except (OSError, AttributeError):
-        pass
-
-
-def _read_bucket(parts, columns=None, remaps=None):
-    """A bucket (spilled by one or more partition workers), sorted best first:
-    the order of the final rowids. ``parts``: [(path, worker)]; ``remaps``:
-    worker -> numpy array mapping its domain ids to the final ones."""
-    tables = []
-    for path, worker in parts:
-        with pa.memory_map(str(path)) as source:
-            table = ipc.open_file(source).read_all()
-        if columns is not None:
-            table = table.select(columns + ["_key", "_pos"])
-        elif remaps is not None:
-            ids = remaps[worker][table.column("domain_id").to_numpy()]
-            table = table.set_column(table.schema.get_field_index("domain_id"), "domain_id", pa.array(ids))
-        tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    order = pc.sort_indices(table, sort_keys=[("_key", "ascending"), ("_pos", "ascending")])
-    return table.take(order)
-
-
-def partition_part(spec, progress=None):
-    """One share of the partition step; runs in a worker process.
-
-    Reads its row groups of the source files, drops excluded rows, computes
-    domain ids (its own numbering, remapped by the build afterwards), and
-    appends every row to ``bucket-<b>-<worker>.arrow`` of its score bucket.
-    Returns the figures the build needs, as JSON-able data.
-    """
-    work = Path(spec["work"])
-    worker = spec["worker"]
-    cuts = np.array(spec["cuts"], dtype=np.float64)
-    extras = spec["extras"]
-    schema = _spill_schema(extras)
-    exclusions = load_exclusions(spec["exclude"])
-    domains = DomainIds()
-    histograms = stats.Histograms()  # the statistics page's figures, in this pass
-    writers, sizes = {}, {}
-    loaded = {}
-    excluded = 0
-    null_text = 0
-    try:
-        for task in spec["tasks"]:
-            source = open_source(task["path"])
-            position = task["position"]
-            count = 0
-            for raw in iter_batches(source, spec["batch_size"], row_groups=task["row_groups"]):
-                batch = normalise(raw, source, extras)
-                n = batch.num_rows
-                positions = np.arange(position, position + n, dtype=np.int64)
-                position += n
-                keep = exclusions.keep_mask(batch)
-                if keep is not None:
-                    excluded += int(n - keep.sum())
-                    batch = batch.filter(pa.array(keep))
-                    positions = positions[keep]
-                if batch.num_rows:
-                    histograms.add(batch)
-                    ids = domains.for_urls(batch.column("url"))
-                    domains.count(ids)
-                    keys = _sort_key(batch.column("aesthetic"))
-                    hashes = url_hashes(batch.column("url"))
-                    null_text += batch.column("text").null_count
-                    arrays = _conform(batch, schema) + [pa.array(ids), hashes, pa.array(keys), pa.array(positions)]
-                    keyed = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                    buckets = np.searchsorted(cuts, keys, side="right")
-                    if len(cuts):
-                        order = np.argsort(buckets, kind="stable")
-                        keyed = keyed.take(pa.array(order))
-                        buckets = buckets[order]
-                    present, starts = np.unique(buckets, return_index=True)
-                    ends = list(starts[1:]) + [len(buckets)]
-                    for b, first, last in zip(present, starts, ends):
-                        b = int(b)
-                        if b not in writers:
-                            writers[b] = ipc.new_file(work / f"bucket-{b:05d}-{worker}.arrow", schema)
-                            sizes[b] = 0
-                        writers[b].write_batch(keyed.slice(int(first), int(last - first)))
-                        sizes[b] += int(last - first)
-                    count += batch.num_rows
-                if progress:
-                    progress(n)
-            loaded[task["source"]] = loaded.get(task["source"], 0) + count
-    finally:
-        for writer in writers.values():
-            writer.close()
-    hosts = [None] * (len(domains.ids) + 1)
-    for host, i in domains.ids.items():
-        hosts[i] = host
-    return {
-        "loaded": loaded,
-        "excluded": excluded,
-        "null_text": null_text,
-        "exclusions": [e["rows_excluded"] for e in exclusions.summary()],
-        "hosts": hosts,
-        "counts": domains.counts[: len(hosts)].tolist(),
-        "sizes": {str(b): n for b, n in sizes.items()},  # as JSON has them
-        "stats": histograms.state(),
-    }
-
-
 def build_fts(spec, progress=None):
     """Build the full-text index of the captions in its own database file.
 
@@ -325,7 +131,7 @@ def build_fts(spec, progress=None):
         conn.execute(f"insert into images_fts(images_fts, rank) values ('hashsize', {sql.FTS_HASH_SIZE})")
         conn.execute("begin")
         for parts, first in spec["buckets"]:
-            texts = _read_bucket(parts, ["text"]).column("text")
+            texts = read_bucket(parts, ["text"]).column("text")
             pa.default_memory_pool().release_unused()
             for start in range(0, len(texts), batch_size):
                 chunk = texts.slice(start, batch_size).to_pylist()
@@ -474,29 +280,6 @@ def _wait_all(workers, bar, check):
     return results
 
 
-def _share_row_groups(sources, workers):
-    """Split the row groups of every file into ``workers`` shares of about
-    equal rows: [[{"source", "path", "row_groups", "position"}]]. A file's
-    rows keep their global positions (file order), whoever reads them."""
-    shares = [[] for _ in range(workers)]
-    load = [0] * workers
-    position = 0
-    for index, source in enumerate(sources):
-        groups = list(enumerate(source.row_group_rows))
-        # contiguous runs, one per worker when the file has enough row groups
-        runs = [groups[k * len(groups) // workers : (k + 1) * len(groups) // workers] for k in range(workers)]
-        for run in runs:
-            if not run:
-                continue
-            k = load.index(min(load))
-            rows = sum(n for _, n in run)
-            first = position + sum(source.row_group_rows[: run[0][0]])
-            shares[k].append({"source": index, "path": str(source.path), "row_groups": [g for g, _ in run], "position": first})
-            load[k] += rows
-        position += source.num_rows
-    return [share for share in shares if share] or [[]]
-
-
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -518,47 +301,6 @@ def _remove_stale_work_dirs(out):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _spill_schema(extras):
-    fields = [pa.field(c, CORE_TYPES[c]) for c in CORE_COLUMNS]
-    fields += [pa.field(name, ARROW_TYPES[kind]) for name, kind in extras.items()]
-    fields += [
-        pa.field("domain_id", pa.int64()), pa.field("url_hash", pa.int64()),
-        pa.field("_key", pa.float64()), pa.field("_pos", pa.int64()),
-    ]
-    return pa.schema(fields)
-
-
-def _sort_key(aesthetic):
-    """Ascending key for "best first": -aesthetic, NULL (and NaN) last."""
-    values = aesthetic.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
-    values = -values
-    values[np.isnan(values)] = np.inf
-    return values
-
-
-def _conform(batch, schema):
-    arrays = []
-    for field in schema:
-        if field.name in ("domain_id", "url_hash", "_key", "_pos"):
-            continue
-        array = batch.column(field.name)
-        if array.type != field.type:
-            try:
-                array = pc.cast(array, field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as ex:
-                raise SourceError(f"column {field.name!r} cannot be stored as {field.type}: {ex}") from None
-        arrays.append(array)
-    return arrays
-
-
-def _bucket_cuts(keys, sort_rows):
-    """Key values that cut the sorted keys into buckets of about sort_rows."""
-    if len(keys) <= sort_rows:
-        return np.zeros(0)
-    keys = np.sort(keys)
-    return np.unique(keys[sort_rows::sort_rows])
-
-
 def build(
     out,
     inputs,
@@ -569,12 +311,19 @@ def build(
     sort_rows=DEFAULT_SORT_ROWS,
     progress=True,
     workers=None,
+    profile=None,
+    min_aesthetic=None,
+    max_punsafe=None,
 ):
     """Build ``out`` from parquet ``inputs`` (files or directories); see the
     module docstring. ``workers``: processes that read the parquet files
-    (default: 2, or 1 on one core). Returns a BuildResult; raises BuildError
-    (OUT unchanged)."""
-    return _Builder(out, inspect_file, batch_size, sort_rows, progress, workers).run(inputs, names_dir, exclude)
+    (default: 2, or 1 on one core). ``profile``: the name of the source
+    profile (profiles.py) to read the files as (default: found from their
+    columns). ``min_aesthetic``, ``max_punsafe``: load only the rows with
+    aesthetic >= / punsafe <= the value (rowfilter.py). Returns a
+    BuildResult; raises BuildError (OUT unchanged)."""
+    builder = _Builder(out, inspect_file, batch_size, sort_rows, progress, workers)
+    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe))
 
 
 class _Builder:
@@ -603,13 +352,13 @@ class _Builder:
         self.checksums = None
         self.signals = _Signals()
 
-    def run(self, inputs, names_dir, exclude):
+    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None)):
         with self.signals:
-            return self._run(inputs, names_dir, exclude)
+            return self._run(inputs, names_dir, exclude, profile, limits)
 
-    def _run(self, inputs, names_dir, exclude):
+    def _run(self, inputs, names_dir, exclude, profile, limits):
         with self.steps.timed("check"):
-            self.check(inputs, names_dir, exclude)
+            self.check(inputs, names_dir, exclude, profile, limits)
         _remove_stale_work_dirs(self.out)
         self.work = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
         self.db_path = self.work / "build.db"
@@ -694,46 +443,38 @@ class _Builder:
                 shutil.rmtree(self.work, ignore_errors=True)
 
     # 1. check: everything is read and validated before anything is written.
-    def check(self, inputs, names_dir, exclude):
+    def check(self, inputs, names_dir, exclude, profile, limits):
         try:
-            self.sources = open_sources(inputs)
+            self.conditions = rowfilter.conditions(*limits)
+            self.sources = open_sources(inputs, profile)
+            rowfilter.check(self.conditions, self.sources)
             self.names, name_notes = load_names(names_dir)
             self.exclusions = load_exclusions(exclude)
         except (SourceError, NamesError) as ex:
             raise BuildError(str(ex)) from None
         self.notes.extend(name_notes)
+        self.profiles = source_profiles(self.sources)
+        self.best_first = self.profiles[0].best_first  # the same for all (open_sources)
         self.extras = merged_extras(self.sources)
         self.source_rows = sum(s.num_rows for s in self.sources)
-        self.schema = _spill_schema(self.extras)
         self.checksums = stats.Checksums([s.path for s in self.sources])  # on a thread, meanwhile
 
-    # 2. scan: the score of every row, to cut the sort into buckets.
+    # 2. scan: the sort key of every row kept, to cut the sort into buckets.
     def scan(self):
         if self.source_rows <= self.sort_rows:
             return np.zeros(0)
-        # One array, filled in place: freed whole (back to the system) after.
-        keys = np.empty(self.source_rows, dtype=np.float64)
-        filled = 0
         with self.steps.bar("scan scores", self.source_rows) as bar:
-            for source in self.sources:
-                for batch in iter_batches(source, self.batch_size, columns=["aesthetic"]):
-                    if filled + batch.num_rows > len(keys):
-                        raise SourceError(f"{source.path}: more rows than its footer says; the file is damaged")
-                    keys[filled : filled + batch.num_rows] = _sort_key(normalise_column(batch, source, "aesthetic"))
-                    filled += batch.num_rows
-                    bar.update(batch.num_rows)
-        cuts = _bucket_cuts(keys[:filled], self.sort_rows)
-        del keys
-        _release_memory()
-        return cuts
+            return scan(self.sources, self.best_first, self.conditions, self.sort_rows, bar.update)
 
     # 3. partition: exclusions, domains, spill rows to their score bucket,
     #    in worker processes that share out the row groups of every file.
     def partition(self, cuts):
-        shares = _share_row_groups(self.sources, self.workers)
+        shares = share_row_groups(self.sources, self.workers)
         base = {
             "work": str(self.work), "cuts": cuts.tolist(), "extras": self.extras,
             "exclude": [str(e.path) for e in self.exclusions.lists], "batch_size": self.batch_size,
+            "best_first": self.best_first,
+            "conditions": [dataclasses.asdict(c) for c in self.conditions],
         }
         with self.steps.bar("read parquet", self.source_rows) as bar:
             if len(shares) == 1 and self.workers == 1:
@@ -754,6 +495,7 @@ class _Builder:
             for source, count in result["loaded"].items():
                 self.loaded_per_source[int(source)] += count
         self.excluded = sum(r["excluded"] for r in results)
+        self.filtered = sum(r["filtered"] for r in results)
         self.null_text = sum(r["null_text"] for r in results)
         self.stats = stats.merge(r["stats"] for r in results)
         for i, exclusion in enumerate(self.exclusions.lists):
@@ -818,7 +560,7 @@ class _Builder:
         self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
         self.domain_count, self.registered_count = len(self.domain_rows), len(self.registered_rows)
         del self.domain_rows, self.registered_rows
-        _release_memory()
+        release_memory()
         # Held while the reader thread runs, raised between chunks: an
         # interrupt inside the thread pool's locks could leave it waiting for
         # ever, and the build with it.
@@ -826,7 +568,7 @@ class _Builder:
             # The next bucket is read and sorted (Arrow, without the GIL) on
             # a thread while this one is inserted.
             def read(bucket):
-                return _read_bucket(bucket[0], remaps=self.domain_remaps)
+                return read_bucket(bucket[0], remaps=self.domain_remaps)
 
             pending = reader.submit(read, buckets[0]) if buckets else None
             for index, (_parts, first) in enumerate(buckets):
@@ -841,7 +583,7 @@ class _Builder:
                     bar.update(chunk.num_rows)
                     self.signals.check()
                 del table
-                _release_memory(collect=False)
+                release_memory(collect=False)
             self.conn.execute("commit")
 
     # 5. indexes, while the full-text index is finished on the other core.
@@ -853,10 +595,17 @@ class _Builder:
                 bar.update(1)
 
     def write_info_tables(self):
-        _write_tables(
-            self.conn, self.sources, self.loaded_per_source, self.exclusions, self.rows,
-            self.source_rows, self.excluded, self.domain_count,
-        )
+        info = {
+            "order": self.profiles[0].order,  # rowid 1 is the best; search relies on "aesthetic desc"
+            "rows": self.rows,
+            "source_rows": self.source_rows,
+            "excluded_rows": self.excluded,
+            "domains": self.domain_count,
+            **source_info(self.sources, self.extras),
+            "filter": rowfilter.describe(self.conditions),  # NULL: every row
+            "filtered_rows": self.filtered,  # left out by the filter
+        }
+        _write_tables(self.conn, self.sources, self.loaded_per_source, self.exclusions, info)
         facts = {
             "registered_domains": self.registered_count,
             "rows_without_domain": self.rows_without_domain,
@@ -965,6 +714,9 @@ class _Builder:
             rows_without_domain=self.rows_without_domain,
             excluded=self.excluded,
             exclusions=self.exclusions.summary(),
+            profile=", ".join(p.name for p in self.profiles),
+            filter=rowfilter.describe(self.conditions),
+            filtered=self.filtered,
             names=self.name_counts,
             size=self.size,
             timings=self.steps.timings,
@@ -972,15 +724,7 @@ class _Builder:
         )
 
 
-def normalise_column(batch, source, column):
-    """One normalised column of a batch read with ``columns=[column]``."""
-    array = batch.column(source.columns[column])
-    if pa.types.is_null(array.type):
-        return pa.nulls(len(array), pa.float64())
-    return CONVERTERS[column](array)
-
-
-def _write_tables(conn, sources, loaded, exclusions, rows, source_rows, excluded, domains):
+def _write_tables(conn, sources, loaded, exclusions, facts):
     conn.execute("begin")
     conn.execute(sql.CREATE_SOURCE_FILES)
     conn.executemany(
@@ -998,11 +742,7 @@ def _write_tables(conn, sources, loaded, exclusions, rows, source_rows, excluded
         "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "sqlite_version": sqlite3.sqlite_version,
         "pyarrow_version": pa.__version__,
-        "order": "aesthetic desc",  # rowid 1 is the best; search relies on it
-        "rows": rows,
-        "source_rows": source_rows,
-        "excluded_rows": excluded,
-        "domains": domains,
+        **facts,
     }
     conn.executemany("insert into build_info (key, value) values (?, ?)", list(info.items()))
     conn.execute("commit")
