@@ -57,8 +57,9 @@ def sample(outdir, rows, files, seed, profile, aesthetic_from, images_dir, silen
 
     Realistic domains, captions, names and scores, plus the awkward rows real
     data has (null captions, odd URLs, markup), and each profile's own
-    columns. Example:
+    columns. Examples:
 
+    \b
         datasette laion sample /tmp/laion --rows 1000000 --files 7
         datasette laion sample /tmp/pd12m --profile pd12m --rows 200000 --files 2
     """
