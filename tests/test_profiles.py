@@ -368,3 +368,21 @@ def test_damaged_row_group_without_matches_is_never_read(tmp_path, sorted_file):
     assert (code, stderr) == (0, "")
     rows = sqlite3.connect(tmp_path / "b.db").execute("select count(*) from images").fetchone()[0]
     assert rows == int((_stored_scores(sorted_file, "AESTHETIC_SCORE") >= 6).sum())
+
+
+def test_sample_command_writes_a_profiles_files(tmp_path):
+    result = CliRunner().invoke(laion, ["sample", str(tmp_path), "--profile", "coyo-700m", "--rows", "300",
+                                        "--files", "2", "--silent"])
+    assert result.exit_code == 0, result.output
+    paths = result.output.split()
+    assert len(paths) == 2
+    assert pq.read_schema(paths[0]).remove_metadata() == sample_profiles.schema(PROFILES["coyo-700m"])
+    scores = pq.read_table(paths, columns=["aesthetic_score_laion_v2"]).column(0)
+    assert 4.0 < pc.mean(scores).as_py() < 6.0  # COYO's spread, not LAION-Aesthetics' 6+
+
+
+def test_aesthetic_from_writes_a_larger_set(tmp_path):
+    [path] = sample.generate(tmp_path, rows=20_000, files=1, seed=4, aesthetic_from=4.75)
+    scores = pq.read_table(path, columns=["AESTHETIC_SCORE"]).column(0)
+    assert pc.min(scores).as_py() >= 4.75
+    assert 0.08 < pc.mean(pc.cast(pc.greater_equal(scores, 6.0), pa.int8())).as_py() < 0.12
