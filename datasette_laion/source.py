@@ -181,7 +181,7 @@ def open_source(path, profile=None):
             )
         by_lower[lower] = name
     profile = find_profile(path, by_lower, profile)
-    columns, listed = {}, set()
+    columns = {}
     for column in profile.columns:
         source_name = by_lower.get(column.name.lower())
         if source_name is None:
@@ -195,7 +195,6 @@ def open_source(path, profile=None):
             )
         if column.site:
             columns[column.site] = source_name
-        listed.add(source_name)
     used = set(columns.values())
     extras = {}
     for name in schema.names:
