@@ -1,80 +1,52 @@
-"""Build the LAION SQLite database from parquet files.
+"""Build the SQLite database from image-text parquet files.
 
 The build never touches the output path until the very end: it works in a
 directory beside it (``.OUT.db.build-<pid>-xxxx``) and renames the finished
 file over OUT in one step, so a failure at any point leaves the previous
-database as it was. Steps:
+database as it was. Steps, each a method of ``_Builder`` that takes and
+returns values:
 
-1. check:     every input file's footer and columns, the names lists and the
-              exclusion lists, before anything is written;
-2. scan:      read the aesthetic column only, to cut the score range into
-              buckets of at most ``sort_rows`` rows;
-3. partition: stream every file once, drop excluded rows, compute domain ids
-              (``functions.domain`` once per distinct URL authority) and spill
-              each row to its score bucket as Arrow IPC;
+1. check:     every input file's footer and columns (its source profile), the
+              row filter, the names lists and the exclusion lists, before
+              anything is written: a ``_Plan``;
+2. scan:      read the sort and filter columns only, to cut the kept rows
+              into buckets of at most ``sort_rows`` rows (partition.py);
+3. partition: stream every file once in worker processes, keep the rows the
+              filter keeps, drop excluded rows, compute domain ids and spill
+              each row to its bucket as Arrow IPC (partition.py): ``_Loaded``;
+              then rank the domains: ``_Domains``;
 4. load:      bucket by bucket, best first, sort in memory and insert into
-              ``images`` with rowid = rank; the captions go at the same time to
-              a thread that builds the identical full-text index in a side
-              database, so tokenizing runs on the second core;
-5. indexes, domain and names tables, then the full-text index is copied in;
-6. finish:    statistics tables (stats.py; their figures come from the partition
-              pass), inspect data (exact counts, sha256), rename into place.
+              ``images`` with rowid = rank, while a worker process builds the
+              identical full-text index in a side database, so tokenizing
+              runs on the second core (build_db.py);
+5. indexes, facts tables, the full-text index copied in, names counts;
+6. finish:    statistics tables (stats.py; their figures come from the
+              partition pass), inspect data (exact counts, sha256), rename
+              into place.
+
+Worker processes, signals and progress bars are build_workers.py's.
 """
-import contextlib
-import ctypes
 import dataclasses
-import datetime
-import gc
-import hashlib
-import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 
-from . import sql, stats
+from . import build_db, rowfilter, sql, stats
+from .build_workers import Signals, Steps, Worker, WorkerError, remove_stale_work_dirs, wait_all
 from .exclude import load_exclusions
-from .functions import AUTHORITY_PREFIX_RE2, domain, fts_phrase, registrable_domain, url_hashes
+from .functions import registrable_domain
 from .names import NamesError, load_names
-from .source import (
-    CONVERTERS,
-    CORE_COLUMNS,
-    SourceError,
-    iter_batches,
-    merged_extras,
-    normalise,
-    open_source,
-    open_sources,
-)
-from .version import __version__
+from .partition import partition_part, release_memory, scan, share_row_groups
+from .source import SourceError, merged_extras, open_sources, source_info, source_profiles
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 150_000
-ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
-CORE_TYPES = {
-    "url": pa.string(),
-    "text": pa.string(),
-    "width": pa.float64(),  # SQLite's INTEGER affinity stores 1024.0 as 1024
-    "height": pa.float64(),
-    "similarity": pa.float64(),
-    "punsafe": pa.float64(),
-    "pwatermark": pa.float64(),
-    "aesthetic": pa.float64(),
-    "hash": pa.string(),
-    "__index_level_0__": pa.int64(),
-}
 
 
 class BuildError(Exception):
@@ -97,6 +69,9 @@ class BuildResult:
     size: int
     timings: dict
     notes: list
+    profile: str = None  # the source profile(s) the files were read as
+    filter: str = None  # the row filter ("aesthetic >= 6"), None: every row
+    filtered: int = 0  # rows the filter left out
 
 
 def database_name(path):
@@ -104,459 +79,50 @@ def database_name(path):
     return Path(path).stem
 
 
-class DomainIds:
-    """URLs -> domain ids, computing ``domain()`` once per distinct authority."""
+@dataclasses.dataclass
+class _Plan:
+    """What the check found; nothing is written yet."""
 
-    def __init__(self):
-        self.ids = {}  # domain -> id (1-based); 0 stands for "no domain"
-        self.by_prefix = {}
-        self.counts = np.zeros(1024, dtype=np.int64)
+    sources: list
+    conditions: tuple  # rowfilter.Condition
+    names: dict
+    exclusions: object  # exclude.Exclusions (each list counts the rows it removes)
+    notes: list
 
-    def _id(self, host):
-        if host is None:
-            return 0
-        found = self.ids.get(host)
-        if found is None:
-            found = self.ids[host] = len(self.ids) + 1
-        return found
-
-    def _prefix_id(self, prefix):
-        found = self.by_prefix.get(prefix)
-        if found is None:
-            found = self.by_prefix[prefix] = self._id(domain(prefix))
-        return found  # 0 (no domain) is looked up again, and found here
-
-    def for_urls(self, urls):
-        """numpy int64 ids for an Arrow string array (0: no domain)."""
-        n = len(urls)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        prefixes = pc.struct_field(pc.extract_regex(urls, AUTHORITY_PREFIX_RE2), [0])
-        encoded = prefixes.dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
-        get = self.by_prefix.get
-        ids_of = np.array([get(p) or self._prefix_id(p) for p in dictionary], dtype=np.int64)
-        missing = encoded.indices.is_null().to_numpy(zero_copy_only=False)
-        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        ids = ids_of[indices] if len(ids_of) else np.zeros(n, dtype=np.int64)
-        if missing.any():
-            # No regular authority: the URL is unusual; ask urlsplit about it whole.
-            for i in np.nonzero(missing)[0]:
-                ids[i] = self._id(domain(urls[int(i)].as_py()))
-        return ids
-
-    def count(self, ids):
-        if len(self.ids) + 1 > len(self.counts):
-            self.counts = np.concatenate([self.counts, np.zeros(len(self.ids) + 1024, dtype=np.int64)])
-        self.counts[: len(self.ids) + 1] += np.bincount(ids, minlength=len(self.ids) + 1)[: len(self.ids) + 1]
-
-    def ranked(self):
-        """(remap, rows): ids renumbered by image count, most first (ties by
-        name); remap[old_id] = new_id, rows = [(new_id, domain, count)]."""
-        hosts = sorted(self.ids.items(), key=lambda item: (-int(self.counts[item[1]]), item[0]))
-        hosts = [(host, old) for host, old in hosts if self.counts[old] > 0]
-        remap = np.zeros(len(self.ids) + 1, dtype=np.int64)
-        rows = []
-        for new, (host, old) in enumerate(hosts, start=1):
-            remap[old] = new
-            rows.append((new, host, int(self.counts[old])))
-        return remap, rows
+    def __post_init__(self):
+        self.profiles = source_profiles(self.sources)
+        self.best_first = self.profiles[0].best_first  # the same for all (open_sources)
+        self.extras = merged_extras(self.sources)
+        self.source_rows = sum(s.num_rows for s in self.sources)
 
 
-class _Steps:
-    """Progress bars (tqdm, on stderr) and per-step wall times."""
+@dataclasses.dataclass
+class _Loaded:
+    """What the partition pass kept, and the buckets it spilled: [(parts, first rowid)]."""
 
-    def __init__(self, progress):
-        self.progress = progress
-        self.timings = {}
-        self.current = "check"
+    per_source: list
+    excluded: int
+    filtered: int
+    null_text: int
+    stats: dict
+    buckets: list
 
-    def bar(self, desc, total, unit="rows"):
-        from tqdm import tqdm
-
-        return tqdm(
-            total=total, desc=f"{desc:<15}", unit=unit, unit_scale=True, disable=not self.progress,
-            file=sys.stderr, dynamic_ncols=True, mininterval=0.5, smoothing=0.1,
-        )
-
-    def timed(self, name):
-        steps = self
-
-        class _Timer:
-            def __enter__(self):
-                steps.current = name
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                steps.timings[name] = steps.timings.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Timer()
+    @property
+    def rows(self):
+        return sum(self.per_source)
 
 
-def _release_memory(collect=True):
-    """Hand freed memory back to the system: Arrow's pool (mimalloc keeps
-    freed pages for reuse) and the C heap (freed Python objects)."""
-    if collect:
-        gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc only
-    except (OSError, AttributeError):
-        pass
+@dataclasses.dataclass
+class _Domains:
+    """The domain tables' rows, ranked, and each partition worker's ids -> final ids."""
 
+    rows: list
+    registered_rows: list
+    remaps: list
+    without_domain: int
 
-def _read_bucket(parts, columns=None, remaps=None):
-    """A bucket (spilled by one or more partition workers), sorted best first:
-    the order of the final rowids. ``parts``: [(path, worker)]; ``remaps``:
-    worker -> numpy array mapping its domain ids to the final ones."""
-    tables = []
-    for path, worker in parts:
-        with pa.memory_map(str(path)) as source:
-            table = ipc.open_file(source).read_all()
-        if columns is not None:
-            table = table.select(columns + ["_key", "_pos"])
-        elif remaps is not None:
-            ids = remaps[worker][table.column("domain_id").to_numpy()]
-            table = table.set_column(table.schema.get_field_index("domain_id"), "domain_id", pa.array(ids))
-        tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    order = pc.sort_indices(table, sort_keys=[("_key", "ascending"), ("_pos", "ascending")])
-    return table.take(order)
-
-
-def partition_part(spec, progress=None):
-    """One share of the partition step; runs in a worker process.
-
-    Reads its row groups of the source files, drops excluded rows, computes
-    domain ids (its own numbering, remapped by the build afterwards), and
-    appends every row to ``bucket-<b>-<worker>.arrow`` of its score bucket.
-    Returns the figures the build needs, as JSON-able data.
-    """
-    work = Path(spec["work"])
-    worker = spec["worker"]
-    cuts = np.array(spec["cuts"], dtype=np.float64)
-    extras = spec["extras"]
-    schema = _spill_schema(extras)
-    exclusions = load_exclusions(spec["exclude"])
-    domains = DomainIds()
-    histograms = stats.Histograms()  # the statistics page's figures, in this pass
-    writers, sizes = {}, {}
-    loaded = {}
-    excluded = 0
-    null_text = 0
-    try:
-        for task in spec["tasks"]:
-            source = open_source(task["path"])
-            position = task["position"]
-            count = 0
-            for raw in iter_batches(source, spec["batch_size"], row_groups=task["row_groups"]):
-                batch = normalise(raw, source, extras)
-                n = batch.num_rows
-                positions = np.arange(position, position + n, dtype=np.int64)
-                position += n
-                keep = exclusions.keep_mask(batch)
-                if keep is not None:
-                    excluded += int(n - keep.sum())
-                    batch = batch.filter(pa.array(keep))
-                    positions = positions[keep]
-                if batch.num_rows:
-                    histograms.add(batch)
-                    ids = domains.for_urls(batch.column("url"))
-                    domains.count(ids)
-                    keys = _sort_key(batch.column("aesthetic"))
-                    hashes = url_hashes(batch.column("url"))
-                    null_text += batch.column("text").null_count
-                    arrays = _conform(batch, schema) + [pa.array(ids), hashes, pa.array(keys), pa.array(positions)]
-                    keyed = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                    buckets = np.searchsorted(cuts, keys, side="right")
-                    if len(cuts):
-                        order = np.argsort(buckets, kind="stable")
-                        keyed = keyed.take(pa.array(order))
-                        buckets = buckets[order]
-                    present, starts = np.unique(buckets, return_index=True)
-                    ends = list(starts[1:]) + [len(buckets)]
-                    for b, first, last in zip(present, starts, ends):
-                        b = int(b)
-                        if b not in writers:
-                            writers[b] = ipc.new_file(work / f"bucket-{b:05d}-{worker}.arrow", schema)
-                            sizes[b] = 0
-                        writers[b].write_batch(keyed.slice(int(first), int(last - first)))
-                        sizes[b] += int(last - first)
-                    count += batch.num_rows
-                if progress:
-                    progress(n)
-            loaded[task["source"]] = loaded.get(task["source"], 0) + count
-    finally:
-        for writer in writers.values():
-            writer.close()
-    hosts = [None] * (len(domains.ids) + 1)
-    for host, i in domains.ids.items():
-        hosts[i] = host
-    return {
-        "loaded": loaded,
-        "excluded": excluded,
-        "null_text": null_text,
-        "exclusions": [e["rows_excluded"] for e in exclusions.summary()],
-        "hosts": hosts,
-        "counts": domains.counts[: len(hosts)].tolist(),
-        "sizes": {str(b): n for b, n in sizes.items()},  # as JSON has them
-        "stats": histograms.state(),
-    }
-
-
-def build_fts(spec, progress=None):
-    """Build the full-text index of the captions in its own database file.
-
-    Runs in a worker process, alongside the load, on the second core. It
-    reads the same spilled buckets as the load and sorts them the same way, so
-    rowid i here is rowid i in images. The index is contentless but otherwise
-    identical to the external-content one the main database declares; the
-    build copies its segments over.
-    """
-    batch_size = spec["batch_size"]
-    conn = sqlite3.connect(spec["db"], isolation_level=None)
-    try:
-        conn.executescript(sql.BUILD_PRAGMAS)
-        conn.executescript(sql.FTS_PRAGMAS)
-        conn.execute(sql.CREATE_FTS_SIDE)
-        # Merging segments as they are written would be redone by 'optimize';
-        # a bigger in-memory hash (default 1 MB) writes fewer, larger segments.
-        conn.execute("insert into images_fts(images_fts, rank) values ('automerge', 0)")
-        conn.execute(f"insert into images_fts(images_fts, rank) values ('hashsize', {sql.FTS_HASH_SIZE})")
-        conn.execute("begin")
-        for parts, first in spec["buckets"]:
-            texts = _read_bucket(parts, ["text"]).column("text")
-            pa.default_memory_pool().release_unused()
-            for start in range(0, len(texts), batch_size):
-                chunk = texts.slice(start, batch_size).to_pylist()
-                conn.executemany(
-                    "insert into images_fts (rowid, text) values (?, ?)",
-                    zip(range(first + start, first + start + len(chunk)), chunk),
-                )
-                if progress:
-                    progress(len(chunk))
-        conn.execute("commit")
-        # One segment: smaller, and every query reads a single b-tree.
-        conn.execute("insert into images_fts(images_fts) values ('optimize')")
-    finally:
-        conn.close()
-    return {}
-
-
-WORKER_JOBS = {"partition": partition_part, "fts": build_fts}
-
-
-class _Signals:
-    """Ctrl-C (SIGINT) and SIGTERM during a build (``with``: from the main
-    thread, as Python handles signals only there). They raise
-    KeyboardInterrupt at once, as Python's own SIGINT handler does, except
-    while ``held()``: where an exception at an arbitrary point could leave a
-    lock taken (Popen's, a thread pool's, so that a later wait never ends) or
-    a worker process unrecorded. There a signal is only noted, and raised as
-    KeyboardInterrupt by ``check()``, at a safe point, or at the end of the
-    (outermost) hold; with ``swallow``, dropped (the work it would have
-    stopped is done, or being undone). Ignored signals stay ignored."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.previous = {}
-        self.holding = 0
-        self.received = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            try:
-                for signum in self.SIGNALS:
-                    handler = signal.getsignal(signum)
-                    if handler not in (signal.SIG_IGN, None):
-                        self.previous[signum] = handler
-                        signal.signal(signum, self._handle)
-            except BaseException:  # a signal while they were being set
-                self.__exit__()
-                raise
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        if not self.holding:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    @contextlib.contextmanager
-    def held(self, swallow=False):
-        self.holding += 1
-        try:
-            yield
-        finally:
-            self.holding -= 1
-        if not self.holding and self.received is not None:
-            self.received = None
-            if not swallow:
-                raise KeyboardInterrupt
-
-    def check(self):
-        """Raise the signal noted while held, if any."""
-        if self.received is not None:
-            self.received = None
-            raise KeyboardInterrupt
-
-
-class _Worker:
-    """A job of WORKER_JOBS in a child process (``python -m
-    datasette_laion.worker JOB SPEC``): progress comes as ``progress N``
-    lines on its stdout, the result as JSON in a file, an error as the last
-    line of its stderr."""
-
-    def __init__(self, job, spec, work, name):
-        self.spec_path = work / f"{name}.spec.json"
-        self.result_path = work / f"{name}.result.json"
-        self.spec_path.write_text(json.dumps(spec))
-        self.done = 0
-        self.stderr = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "datasette_laion.worker", job, str(self.spec_path), str(self.result_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.readers = [
-            threading.Thread(target=self._read_progress, daemon=True),
-            threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True),
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _read_progress(self):
-        for line in self.process.stdout:
-            if line.startswith("progress "):
-                self.done = int(line.split()[1])
-
-    def finished(self):
-        return self.process.poll() is not None
-
-    def result(self):
-        self.process.wait()
-        for reader in self.readers:
-            reader.join(timeout=5)
-        if self.process.returncode in (130, -signal.SIGINT, -signal.SIGTERM):  # stopped by a signal to all
-            raise KeyboardInterrupt
-        if self.process.returncode != 0:
-            lines = [line.rstrip() for line in self.stderr if line.strip()]
-            raise BuildError(lines[-1] if lines else f"worker ended with exit code {self.process.returncode}")
-        return json.loads(self.result_path.read_text())
-
-    def stop(self):
-        """Terminate the process, kill it if it lingers; every wait bounded."""
-        for end in (self.process.terminate, self.process.kill):
-            if self.process.poll() is not None:
-                return
-            end()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _wait_all(workers, bar, check):
-    """Wait for workers, updating ``bar`` with their summed progress;
-    ``check()`` raises a signal held meanwhile (_Signals)."""
-    while not all(w.finished() for w in workers):
-        time.sleep(0.25)
-        check()
-        bar.n = sum(w.done for w in workers)
-        bar.refresh()
-    results = [w.result() for w in workers]
-    bar.n = sum(w.done for w in workers)
-    bar.refresh()
-    return results
-
-
-def _share_row_groups(sources, workers):
-    """Split the row groups of every file into ``workers`` shares of about
-    equal rows: [[{"source", "path", "row_groups", "position"}]]. A file's
-    rows keep their global positions (file order), whoever reads them."""
-    shares = [[] for _ in range(workers)]
-    load = [0] * workers
-    position = 0
-    for index, source in enumerate(sources):
-        groups = list(enumerate(source.row_group_rows))
-        # contiguous runs, one per worker when the file has enough row groups
-        runs = [groups[k * len(groups) // workers : (k + 1) * len(groups) // workers] for k in range(workers)]
-        for run in runs:
-            if not run:
-                continue
-            k = load.index(min(load))
-            rows = sum(n for _, n in run)
-            first = position + sum(source.row_group_rows[: run[0][0]])
-            shares[k].append({"source": index, "path": str(source.path), "row_groups": [g for g, _ in run], "position": first})
-            load[k] += rows
-        position += source.num_rows
-    return [share for share in shares if share] or [[]]
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_work_dirs(out):
-    """Work directories left by builds that were killed (SIGKILL, power loss)."""
-    for path in out.parent.glob(f".{out.name}.build-*"):
-        try:
-            pid = int(path.name.split(".build-", 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _spill_schema(extras):
-    fields = [pa.field(c, CORE_TYPES[c]) for c in CORE_COLUMNS]
-    fields += [pa.field(name, ARROW_TYPES[kind]) for name, kind in extras.items()]
-    fields += [
-        pa.field("domain_id", pa.int64()), pa.field("url_hash", pa.int64()),
-        pa.field("_key", pa.float64()), pa.field("_pos", pa.int64()),
-    ]
-    return pa.schema(fields)
-
-
-def _sort_key(aesthetic):
-    """Ascending key for "best first": -aesthetic, NULL (and NaN) last."""
-    values = aesthetic.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
-    values = -values
-    values[np.isnan(values)] = np.inf
-    return values
-
-
-def _conform(batch, schema):
-    arrays = []
-    for field in schema:
-        if field.name in ("domain_id", "url_hash", "_key", "_pos"):
-            continue
-        array = batch.column(field.name)
-        if array.type != field.type:
-            try:
-                array = pc.cast(array, field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as ex:
-                raise SourceError(f"column {field.name!r} cannot be stored as {field.type}: {ex}") from None
-        arrays.append(array)
-    return arrays
-
-
-def _bucket_cuts(keys, sort_rows):
-    """Key values that cut the sorted keys into buckets of about sort_rows."""
-    if len(keys) <= sort_rows:
-        return np.zeros(0)
-    keys = np.sort(keys)
-    return np.unique(keys[sort_rows::sort_rows])
+    def __post_init__(self):
+        self.count, self.registered_count = len(self.rows), len(self.registered_rows)
 
 
 def build(
@@ -569,15 +135,27 @@ def build(
     sort_rows=DEFAULT_SORT_ROWS,
     progress=True,
     workers=None,
+    profile=None,
+    min_aesthetic=None,
+    max_punsafe=None,
 ):
     """Build ``out`` from parquet ``inputs`` (files or directories); see the
     module docstring. ``workers``: processes that read the parquet files
-    (default: 2, or 1 on one core). Returns a BuildResult; raises BuildError
-    (OUT unchanged)."""
-    return _Builder(out, inspect_file, batch_size, sort_rows, progress, workers).run(inputs, names_dir, exclude)
+    (default: 2, or 1 on one core). ``profile``: the name of the source
+    profile (profiles.py) to read the files as (default: found from their
+    columns). ``min_aesthetic``, ``max_punsafe``: load only the rows with
+    aesthetic >= / punsafe <= the value (rowfilter.py). Returns a
+    BuildResult; raises BuildError (OUT unchanged)."""
+    builder = _Builder(out, inspect_file, batch_size, sort_rows, progress, workers)
+    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe))
 
 
 class _Builder:
+    """The steps in order. Its attributes are the settings and what the
+    cleanup must undo (work directory, connection, worker processes, the
+    checksum thread, a temporary inspect file); the steps pass everything
+    else to each other as values."""
+
     def __init__(self, out, inspect_file, batch_size, sort_rows, progress, workers=None):
         self.started = time.perf_counter()
         self.out = Path(out)
@@ -592,58 +170,59 @@ class _Builder:
             raise BuildError(f"{self.inspect_path.parent} does not exist; create it first")
         self.batch_size = batch_size
         self.sort_rows = sort_rows
-        self.steps = _Steps(progress)
-        self.notes = []
-        self.work = None
-        self.conn = None
-        self.fts = None
-        self.running = []
+        self.steps = Steps(progress)
         self.workers = workers or max(1, min(2, os.cpu_count() or 1))
-        self.inspect_tmp = None
-        self.checksums = None
-        self.signals = _Signals()
+        self.signals = Signals()
+        # What cleanup() undoes.
+        self.work = self.db_path = self.conn = self.checksums = self.inspect_tmp = None
+        self.running = []
 
-    def run(self, inputs, names_dir, exclude):
+    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None)):
         with self.signals:
-            return self._run(inputs, names_dir, exclude)
+            return self._run(inputs, names_dir, exclude, profile, limits)
 
-    def _run(self, inputs, names_dir, exclude):
+    def _run(self, inputs, names_dir, exclude, profile, limits):
         with self.steps.timed("check"):
-            self.check(inputs, names_dir, exclude)
-        _remove_stale_work_dirs(self.out)
+            plan = self.check(inputs, names_dir, exclude, profile, limits)
+        remove_stale_work_dirs(self.out)
         self.work = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
         self.db_path = self.work / "build.db"
         try:
             with self.steps.timed("scan"):
-                cuts = self.scan()
+                cuts = self.scan(plan)
             with self.steps.timed("partition"):
-                results, buckets = self.partition(cuts)
+                results, loaded = self.partition(plan, cuts)
                 # The full-text index needs only the buckets: it starts now,
                 # while the domains are ranked here.
                 with self.signals.held():
-                    self.fts = _Worker(
-                        "fts", {"db": str(self.work / "fts.db"), "buckets": buckets, "batch_size": self.batch_size},
-                        self.work, "fts",
-                    )
-                    self.running = [self.fts]
-                self.rank_domains(results)
+                    fts = Worker("fts", {"db": str(self.work / "fts.db"), "buckets": loaded.buckets,
+                                         "batch_size": self.batch_size}, self.work, "fts")
+                    self.running = [fts]
+                domains = self.rank_domains(results)
                 del results
             with self.steps.timed("load"):
-                self.load(buckets)
+                self.load(plan, loaded, domains)
             with self.steps.timed("indexes"):
                 self.create_indexes()
-                self.write_info_tables()
+                self.write_info_tables(plan, loaded, domains)
             with self.steps.timed("full-text index"):
-                self.copy_fts()
+                self.copy_fts(loaded.rows)
             with self.steps.timed("names"):
-                self.count_names()
+                name_counts = self.count_names(plan.names)
             with self.steps.timed("finish"):
-                self.finish()
+                size = self.finish(plan, loaded)
             self.steps.timings["total"] = time.perf_counter() - self.started
-            return self.result()
+            return BuildResult(
+                path=self.out, inspect_path=self.inspect_path, database_name=database_name(self.out),
+                rows=loaded.rows, source_rows=plan.source_rows, domains=domains.count,
+                registered_domains=domains.registered_count, rows_without_domain=domains.without_domain,
+                excluded=loaded.excluded, exclusions=plan.exclusions.summary(), names=name_counts, size=size,
+                timings=self.steps.timings, notes=plan.notes, profile=", ".join(p.name for p in plan.profiles),
+                filter=rowfilter.describe(plan.conditions), filtered=loaded.filtered,
+            )
         except SourceError as ex:
             raise BuildError(str(ex)) from None
-        except BuildError as ex:  # from a worker process
+        except WorkerError as ex:
             raise BuildError(self._explain(str(ex))) from None
         except (sqlite3.Error, OSError, pa.ArrowException) as ex:
             raise BuildError(self._explain(f"{type(ex).__name__}: {ex}")) from None
@@ -665,7 +244,7 @@ class _Builder:
         places = {}
         places.setdefault(self.out.parent.resolve(), "the database's folder")
         places.setdefault(self.inspect_path.parent.resolve(), "the inspect file's folder")
-        places.setdefault(Path(_sqlite_temp_dir()).resolve(), "SQLite's sort files, TMPDIR")
+        places.setdefault(Path(build_db.sqlite_temp_dir()).resolve(), "SQLite's sort files, TMPDIR")
         free = []
         for place, role in places.items():
             try:
@@ -694,48 +273,35 @@ class _Builder:
                 shutil.rmtree(self.work, ignore_errors=True)
 
     # 1. check: everything is read and validated before anything is written.
-    def check(self, inputs, names_dir, exclude):
+    def check(self, inputs, names_dir, exclude, profile, limits):
         try:
-            self.sources = open_sources(inputs)
-            self.names, name_notes = load_names(names_dir)
-            self.exclusions = load_exclusions(exclude)
+            conditions = rowfilter.conditions(*limits)
+            sources = open_sources(inputs, profile)
+            rowfilter.check(conditions, sources)
+            names, notes = load_names(names_dir)
+            exclusions = load_exclusions(exclude)
         except (SourceError, NamesError) as ex:
             raise BuildError(str(ex)) from None
-        self.notes.extend(name_notes)
-        self.extras = merged_extras(self.sources)
-        self.source_rows = sum(s.num_rows for s in self.sources)
-        self.schema = _spill_schema(self.extras)
-        self.checksums = stats.Checksums([s.path for s in self.sources])  # on a thread, meanwhile
+        self.checksums = stats.Checksums([s.path for s in sources])  # on a thread, meanwhile
+        return _Plan(sources, conditions, names, exclusions, list(notes))
 
-    # 2. scan: the score of every row, to cut the sort into buckets.
-    def scan(self):
-        if self.source_rows <= self.sort_rows:
+    # 2. scan: the sort key of every row kept, to cut the sort into buckets.
+    def scan(self, plan):
+        if plan.source_rows <= self.sort_rows:
             return np.zeros(0)
-        # One array, filled in place: freed whole (back to the system) after.
-        keys = np.empty(self.source_rows, dtype=np.float64)
-        filled = 0
-        with self.steps.bar("scan scores", self.source_rows) as bar:
-            for source in self.sources:
-                for batch in iter_batches(source, self.batch_size, columns=["aesthetic"]):
-                    if filled + batch.num_rows > len(keys):
-                        raise SourceError(f"{source.path}: more rows than its footer says; the file is damaged")
-                    keys[filled : filled + batch.num_rows] = _sort_key(normalise_column(batch, source, "aesthetic"))
-                    filled += batch.num_rows
-                    bar.update(batch.num_rows)
-        cuts = _bucket_cuts(keys[:filled], self.sort_rows)
-        del keys
-        _release_memory()
-        return cuts
+        with self.steps.bar("scan scores", plan.source_rows) as bar:
+            return scan(plan.sources, plan.best_first, plan.conditions, self.sort_rows, bar.update)
 
-    # 3. partition: exclusions, domains, spill rows to their score bucket,
-    #    in worker processes that share out the row groups of every file.
-    def partition(self, cuts):
-        shares = _share_row_groups(self.sources, self.workers)
+    # 3. partition: the filter, exclusions, domains, spill rows to their
+    #    bucket, in worker processes that share out the row groups.
+    def partition(self, plan, cuts):
+        shares = share_row_groups(plan.sources, self.workers)
         base = {
-            "work": str(self.work), "cuts": cuts.tolist(), "extras": self.extras,
-            "exclude": [str(e.path) for e in self.exclusions.lists], "batch_size": self.batch_size,
+            "work": str(self.work), "cuts": cuts.tolist(), "extras": plan.extras,
+            "exclude": [str(e.path) for e in plan.exclusions.lists], "batch_size": self.batch_size,
+            "best_first": plan.best_first, "conditions": [dataclasses.asdict(c) for c in plan.conditions],
         }
-        with self.steps.bar("read parquet", self.source_rows) as bar:
+        with self.steps.bar("read parquet", plan.source_rows) as bar:
             if len(shares) == 1 and self.workers == 1:
                 results = [partition_part({**base, "worker": 0, "tasks": shares[0]}, bar.update)]
             else:
@@ -745,34 +311,38 @@ class _Builder:
                     self.running = []
                     for k, tasks in enumerate(shares):
                         spec = {**base, "worker": k, "tasks": tasks}
-                        self.running.append(_Worker("partition", spec, self.work, f"partition-{k}"))
-                    results = _wait_all(self.running, bar, self.signals.check)
+                        self.running.append(Worker("partition", spec, self.work, f"partition-{k}"))
+                    results = wait_all(self.running, bar, self.signals.check)
                     self.running = []
-        # Totals, and the buckets in row order with the rowid each starts at.
-        self.loaded_per_source = [0] * len(self.sources)
+        per_source = [0] * len(plan.sources)
         for result in results:
             for source, count in result["loaded"].items():
-                self.loaded_per_source[int(source)] += count
-        self.excluded = sum(r["excluded"] for r in results)
-        self.null_text = sum(r["null_text"] for r in results)
-        self.stats = stats.merge(r["stats"] for r in results)
-        for i, exclusion in enumerate(self.exclusions.lists):
+                per_source[int(source)] += count
+        for i, exclusion in enumerate(plan.exclusions.lists):
             exclusion.rows_excluded = sum(r["exclusions"][i] for r in results)
-        self.rows = sum(self.loaded_per_source)
+        # The buckets in row order, with the rowid each starts at.
         buckets, first = [], 1
         for b in sorted({int(b) for r in results for b in r["sizes"]}):
             parts = [(str(self.work / f"bucket-{b:05d}-{k}.arrow"), k) for k, r in enumerate(results) if str(b) in r["sizes"]]
             buckets.append((parts, first))
             first += sum(r["sizes"].get(str(b), 0) for r in results)
-        return results, buckets
+        loaded = _Loaded(
+            per_source=per_source,
+            excluded=sum(r["excluded"] for r in results),
+            filtered=sum(r["filtered"] for r in results),
+            null_text=sum(r["null_text"] for r in results),
+            stats=stats.merge(r["stats"] for r in results),
+            buckets=buckets,
+        )
+        return results, loaded
 
     def rank_domains(self, results):
         """The domain and registered_domain rows, ranked by image count (most
         first), and each worker's domain ids mapped to the final ones."""
         counts = {}
-        self.rows_without_domain = 0
+        without_domain = 0
         for result in results:
-            self.rows_without_domain += result["counts"][0]
+            without_domain += result["counts"][0]
             for host, count in zip(result["hosts"][1:], result["counts"][1:]):
                 counts[host] = counts.get(host, 0) + count
         ranked = sorted((item for item in counts.items() if item[1]), key=lambda item: (-item[1], item[0]))
@@ -788,148 +358,80 @@ class _Builder:
                 entry[1] += 1
         ranked_registered = sorted(by_registered.items(), key=lambda item: (-item[1][0], item[0]))
         registered_ids = {name: i for i, (name, _) in enumerate(ranked_registered, start=1)}
-        self.registered_rows = [(i, name, c, h) for i, (name, (c, h)) in enumerate(ranked_registered, start=1)]
-        self.domain_rows = [
-            (i, host, count, registered_ids.get(registered_of[host]))
-            for i, (host, count) in enumerate(ranked, start=1)
-        ]
-        self.domain_remaps = [
-            np.array([0] + [final.get(h, 0) for h in r["hosts"][1:]], dtype=np.int64) for r in results
-        ]
-
-    # 4. load: images in score order (the full-text index is built meanwhile).
-    def load(self, buckets):
-        self.conn = sqlite3.connect(self.db_path, isolation_level=None)
-        self.conn.execute(f"pragma page_size = {sql.PAGE_SIZE}")
-        self.conn.executescript(sql.BUILD_PRAGMAS)
-        extra_sql = "".join(f",\n  [{name}] {kind.lower()}" for name, kind in self.extras.items())
-        self.conn.execute(sql.CREATE_REGISTERED_DOMAIN)
-        self.conn.execute(sql.CREATE_DOMAIN)
-        self.conn.execute(sql.CREATE_IMAGES.format(extra_columns=extra_sql))
-        # Rows arrive in this index's order, so keeping it up costs little.
-        self.conn.execute(sql.CREATE_AESTHETIC_INDEX)
-        columns = CORE_COLUMNS + list(self.extras) + ["url_hash", "domain_id"]
-        insert = "insert into images (rowid, {}) values (?, {})".format(
-            ", ".join(f"[{c}]" for c in columns), ", ".join("?" for _ in columns)
+        return _Domains(
+            rows=[(i, host, count, registered_ids.get(registered_of[host])) for i, (host, count) in enumerate(ranked, start=1)],
+            registered_rows=[(i, name, c, h) for i, (name, (c, h)) in enumerate(ranked_registered, start=1)],
+            remaps=[np.array([0] + [final.get(h, 0) for h in r["hosts"][1:]], dtype=np.int64) for r in results],
+            without_domain=without_domain,
         )
+
+    # 4. load: images in rowid order (the full-text index is built meanwhile).
+    def load(self, plan, loaded, domains):
+        self.conn = build_db.connect(self.db_path)
+        build_db.create_tables(self.conn, plan.extras)
         # The domain tables first: their rows can then leave memory.
         self.conn.execute("begin")
-        self.conn.executemany(sql.INSERT_REGISTERED_DOMAIN, self.registered_rows)
-        self.conn.executemany(sql.INSERT_DOMAIN, self.domain_rows)
-        self.domain_count, self.registered_count = len(self.domain_rows), len(self.registered_rows)
-        del self.domain_rows, self.registered_rows
-        _release_memory()
+        build_db.insert_domains(self.conn, domains.rows, domains.registered_rows)
+        domains.rows = domains.registered_rows = None
+        release_memory()
         # Held while the reader thread runs, raised between chunks: an
         # interrupt inside the thread pool's locks could leave it waiting for
         # ever, and the build with it.
-        with self.signals.held(), self.steps.bar("load images", self.rows) as bar, ThreadPoolExecutor(1) as reader:
-            # The next bucket is read and sorted (Arrow, without the GIL) on
-            # a thread while this one is inserted.
-            def read(bucket):
-                return _read_bucket(bucket[0], remaps=self.domain_remaps)
-
-            pending = reader.submit(read, buckets[0]) if buckets else None
-            for index, (_parts, first) in enumerate(buckets):
-                table = pending.result()
-                pending = reader.submit(read, buckets[index + 1]) if index + 1 < len(buckets) else None
-                for start in range(0, table.num_rows, self.batch_size):
-                    chunk = table.slice(start, self.batch_size)
-                    values = [chunk.column(c).to_pylist() for c in columns[:-1]]
-                    values.append([i or None for i in chunk.column("domain_id").to_pylist()])
-                    rowid = first + start
-                    self.conn.executemany(insert, zip(range(rowid, rowid + chunk.num_rows), *values))
-                    bar.update(chunk.num_rows)
-                    self.signals.check()
-                del table
-                _release_memory(collect=False)
+        with self.signals.held(), self.steps.bar("load images", loaded.rows) as bar:
+            build_db.insert_images(self.conn, loaded.buckets, domains.remaps, plan.extras, self.batch_size,
+                                   bar.update, self.signals.check)
             self.conn.execute("commit")
 
     # 5. indexes, while the full-text index is finished on the other core.
     def create_indexes(self):
-        self.conn.executescript(sql.INDEX_PRAGMAS)
         with self.steps.bar("indexes", len(sql.CREATE_INDEXES), unit="index") as bar:
-            for _, statement in sql.CREATE_INDEXES:
-                self.conn.execute(statement)
-                bar.update(1)
+            build_db.create_indexes(self.conn, bar.update)
 
-    def write_info_tables(self):
-        _write_tables(
-            self.conn, self.sources, self.loaded_per_source, self.exclusions, self.rows,
-            self.source_rows, self.excluded, self.domain_count,
-        )
+    def write_info_tables(self, plan, loaded, domains):
         facts = {
-            "registered_domains": self.registered_count,
-            "rows_without_domain": self.rows_without_domain,
-            "null_captions": self.null_text,
+            "order": plan.profiles[0].order,  # rowid 1 is the best; search relies on "aesthetic desc"
+            "rows": loaded.rows,
+            "source_rows": plan.source_rows,
+            "excluded_rows": loaded.excluded,
+            "domains": domains.count,
+            **source_info(plan.sources, plan.extras),
+            "filter": rowfilter.describe(plan.conditions),  # NULL: every row
+            "filtered_rows": loaded.filtered,  # left out by the filter
         }
-        # Counted through the indexes: milliseconds even at 12M rows.
-        for key, query in sql.BUILD_FIGURES.items():
-            facts[key] = self.conn.execute(query).fetchone()[0]
-        self.conn.executemany("insert into build_info (key, value) values (?, ?)", list(facts.items()))
+        build_db.write_info_tables(self.conn, plan.sources, loaded.per_source, plan.exclusions, facts)
+        build_db.insert_facts(self.conn, {
+            "registered_domains": domains.registered_count,
+            "rows_without_domain": domains.without_domain,
+            "null_captions": loaded.null_text,
+            **build_db.build_figures(self.conn),
+        })
 
-    def copy_fts(self):
-        with self.signals.held(), self.steps.bar("full-text index", self.rows) as bar:
-            _wait_all([self.fts], bar, self.signals.check)
+    def copy_fts(self, rows):
+        with self.signals.held(), self.steps.bar("full-text index", rows) as bar:
+            wait_all(self.running, bar, self.signals.check)
             self.running = []
-        conn = self.conn
-        conn.execute(sql.CREATE_FTS)
-        conn.execute("attach database ? as side", [str(self.work / "fts.db")])
-        conn.execute("begin")
-        for table in sql.FTS_SHADOW_TABLES:
-            conn.execute(f"delete from main.[{table}]")
-            conn.execute(f"insert into main.[{table}] select * from side.[{table}]")
-        conn.execute("commit")
-        conn.execute("detach database side")
-        (self.work / "fts.db").unlink()
-        # The FTS5 module cached the empty index it created: start afresh.
-        conn.close()
-        self.conn = sqlite3.connect(self.db_path, isolation_level=None)
-        self.conn.executescript(sql.BUILD_PRAGMAS)
+        self.conn = build_db.copy_fts(self.conn, self.db_path, self.work / "fts.db")
 
     # Names: each one's image count, as an FTS5 phrase.
-    def count_names(self):
-        self.name_counts = {}
-        total = sum(len(rows) for _, rows in self.names.values())
-        conn = self.conn
+    def count_names(self, names):
+        total = sum(len(rows) for _, rows in names.values())
         with self.steps.bar("name counts", total, unit="names") as bar:
-            conn.execute("begin")
-            for table, (fields, rows) in self.names.items():
-                others = [f for f in fields if f and f not in ("name", "id", "image_counts")]
-                conn.execute(sql.CREATE_NAMES.format(table=table, columns="".join(f"\n  [{f}] text," for f in others)))
-                insert = "insert into [{}] (name{}, image_counts) values (?{}, ?)".format(
-                    table, "".join(f", [{f}]" for f in others), "".join(", ?" for _ in others)
-                )
-                for row in rows:
-                    count = conn.execute(sql.COUNT_PHRASE, [fts_phrase(row["name"])]).fetchone()[0]
-                    conn.execute(insert, [row["name"]] + [row.get(f) for f in others] + [count])
-                    bar.update(1)
-                conn.execute(f"create index [{table}_image_counts] on [{table}](image_counts)")
-                self.name_counts[table] = len(rows)
-            conn.execute("commit")
+            return build_db.count_names(self.conn, names, bar.update)
 
     # 6. finish: statistics for the planner, inspect data, rename into place.
-    def finish(self):
-        conn = self.conn
-        stats.write_stats(conn, self.stats, self.checksums.result())
-        conn.execute("pragma analysis_limit = 1000")
-        conn.execute("analyze")
-        counts = {}
-        for (table,) in conn.execute(sql.TABLE_NAMES).fetchall():
-            if table == "images_fts":
-                counts[table] = self.rows  # counting it would scan images
-            else:
-                counts[table] = conn.execute(f"select count(*) from [{table}]").fetchone()[0]
-        conn.close()
+    def finish(self, plan, loaded):
+        counts = build_db.finish_tables(self.conn, loaded.stats, self.checksums.result(), loaded.rows)
+        self.conn.close()
         self.conn = None
         with open(self.db_path, "rb+") as fp:
             os.fsync(fp.fileno())
-        self.size = self.db_path.stat().st_size
-        with self.steps.bar("checksum", self.size, unit="B") as bar:
-            digest = _sha256(self.db_path, bar.update)
+        size = self.db_path.stat().st_size
+        with self.steps.bar("checksum", size, unit="B") as bar:
+            digest = build_db.sha256(self.db_path, bar.update)
         inspect_data = {
             database_name(self.out): {
                 "hash": digest,
-                "size": self.size,
+                "size": size,
                 "file": str(self.out),
                 "tables": {t: {"count": c} for t, c in counts.items()},
             }
@@ -937,106 +439,13 @@ class _Builder:
         fd, self.inspect_tmp = tempfile.mkstemp(
             dir=self.inspect_path.parent, prefix=f".{self.inspect_path.name}.", suffix=".tmp"
         )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would, not mkstemp's 0600
-        with os.fdopen(fd, "w") as fp:
-            json.dump(inspect_data, fp, indent=2)
-            fp.flush()
-            os.fsync(fp.fileno())
+        build_db.write_inspect(fd, inspect_data)
         # Both or neither: a Ctrl-C from here on is too late to stop the build.
         with self.signals.held(swallow=True):
             os.replace(self.db_path, self.out)
             os.replace(self.inspect_tmp, self.inspect_path)
             self.inspect_tmp = None
-            _fsync_dir(self.out.parent)
+            build_db.fsync_dir(self.out.parent)
             if self.inspect_path.parent != self.out.parent:
-                _fsync_dir(self.inspect_path.parent)
-
-    def result(self):
-        return BuildResult(
-            path=self.out,
-            inspect_path=self.inspect_path,
-            database_name=database_name(self.out),
-            rows=self.rows,
-            source_rows=self.source_rows,
-            domains=self.domain_count,
-            registered_domains=self.registered_count,
-            rows_without_domain=self.rows_without_domain,
-            excluded=self.excluded,
-            exclusions=self.exclusions.summary(),
-            names=self.name_counts,
-            size=self.size,
-            timings=self.steps.timings,
-            notes=self.notes,
-        )
-
-
-def normalise_column(batch, source, column):
-    """One normalised column of a batch read with ``columns=[column]``."""
-    array = batch.column(source.columns[column])
-    if pa.types.is_null(array.type):
-        return pa.nulls(len(array), pa.float64())
-    return CONVERTERS[column](array)
-
-
-def _write_tables(conn, sources, loaded, exclusions, rows, source_rows, excluded, domains):
-    conn.execute("begin")
-    conn.execute(sql.CREATE_SOURCE_FILES)
-    conn.executemany(
-        "insert into source_files (name, rows, loaded, bytes) values (?, ?, ?, ?)",
-        [(s.path.name, s.num_rows, n, s.num_bytes) for s, n in zip(sources, loaded)],
-    )
-    conn.execute(sql.CREATE_EXCLUSIONS)
-    conn.executemany(
-        "insert into exclusions (name, urls, hashes, rows_excluded) values (?, ?, ?, ?)",
-        [(e["name"], e["urls"], e["hashes"], e["rows_excluded"]) for e in exclusions.summary()],
-    )
-    conn.execute(sql.CREATE_BUILD_INFO)
-    info = {
-        "datasette_laion_version": __version__,
-        "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-        "sqlite_version": sqlite3.sqlite_version,
-        "pyarrow_version": pa.__version__,
-        "order": "aesthetic desc",  # rowid 1 is the best; search relies on it
-        "rows": rows,
-        "source_rows": source_rows,
-        "excluded_rows": excluded,
-        "domains": domains,
-    }
-    conn.executemany("insert into build_info (key, value) values (?, ?)", list(info.items()))
-    conn.execute("commit")
-
-
-def _sha256(path, update=None, block=4 * 1024 * 1024):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        while True:
-            data = fp.read(block)
-            if not data:
-                break
-            digest.update(data)
-            if update:
-                update(len(data))
-    return digest.hexdigest()
-
-
-def _sqlite_temp_dir():
-    """Where SQLite puts its temporary files on Unix (its own search order)."""
-    for candidate in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"):
-        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
-            return candidate
-    return "."
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+                build_db.fsync_dir(self.inspect_path.parent)
+        return size

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from . import profiles as profiles_module
 from . import serving, site
 from .version import __version__
 
@@ -40,24 +41,35 @@ def laion():
 @click.option("--rows", type=click.IntRange(min=0), default=DEMO_ROWS, show_default=True, help="Rows in all")
 @click.option("--files", type=click.IntRange(min=1), default=1, show_default=True, help="Parquet files to spread them over")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files")
+@click.option("--profile", type=click.Choice(list(profiles_module.PROFILES)), default=profiles_module.DEFAULT,
+              metavar="NAME", show_default=True,
+              help="Write the schema of this source profile (`datasette laion profiles` lists them)")
+@click.option("--aesthetic-from", type=click.FloatRange(0, 6), default=6.0, show_default=True, metavar="X",
+              help="Lowest aesthetic score: 6 as in the 6+ set; lower (4.5, 4.75, 5) as in the larger sets, "
+                   "where a tenth of the rows score 6 or more")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write a small picture for each row's URL into this directory (a quarter get none, "
                    "as a quarter of LAION's images are gone), for the site's sample_images_dir")
 @click.option("--silent", is_flag=True, help="No progress bar")
-def sample(outdir, rows, files, seed, images_dir, silent):
-    """Write generated parquet files with the exact LAION-Aesthetics v2 schema.
+def sample(outdir, rows, files, seed, profile, aesthetic_from, images_dir, silent):
+    """Write generated parquet files with the exact schema of a source:
+    LAION-Aesthetics v2 by default, or any other profile's.
 
     Realistic domains, captions, names and scores, plus the awkward rows real
-    data has (null captions, odd URLs, markup). Example:
+    data has (null captions, odd URLs, markup), and each profile's own
+    columns. Examples:
 
+    \b
         datasette laion sample /tmp/laion --rows 1000000 --files 7
+        datasette laion sample /tmp/pd12m --profile pd12m --rows 200000 --files 2
     """
     from tqdm import tqdm
 
     from . import sample as sample_module
 
     with tqdm(total=rows, desc="sample", unit="rows", unit_scale=True, disable=silent, file=sys.stderr) as bar:
-        paths = sample_module.generate(outdir, rows=rows, files=files, seed=seed, progress=bar.update)
+        paths = sample_module.generate(outdir, rows=rows, files=files, seed=seed, progress=bar.update,
+                                       profile=profile, aesthetic_from=aesthetic_from)
     for path in paths:
         click.echo(str(path))
     if images_dir is not None:
@@ -89,14 +101,21 @@ def write_sample_images(paths, images_dir, progress=True):
               help="Where to write the inspect data (default: inspect.json beside OUT)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Rows per record batch read and inserted")
+@click.option("--profile", type=click.Choice(list(profiles_module.PROFILES)), metavar="NAME",
+              help="Read the files as this source profile (default: found from their columns; "
+                   "`datasette laion profiles` lists them)")
+@click.option("--min-aesthetic", type=float, metavar="X", help="Load only rows with aesthetic >= X")
+@click.option("--max-punsafe", type=float, metavar="X", help="Load only rows with punsafe <= X")
 @click.option("--silent", is_flag=True, help="No progress bars or summary")
-def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
-    """Build the SQLite database OUT from LAION-Aesthetics parquet INPUTS.
+def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, min_aesthetic, max_punsafe, silent):
+    """Build the SQLite database OUT from image-text parquet INPUTS.
 
     INPUTS are parquet files, or directories whose *.parquet files are read in
-    name order. OUT is replaced only when the build succeeds. Example:
+    name order: LAION-Aesthetics, Re-LAION, PD12M, COYO-700M, DataComp-1B or
+    CC12M metadata (see `datasette laion profiles`). OUT is replaced only when
+    the build succeeds. Example:
 
-        datasette laion build laion-aesthetic-6pls.db data/
+        datasette laion build laion-aesthetic-6pls.db data/ --min-aesthetic 6
     """
     from . import build as build_module
 
@@ -110,7 +129,8 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
     try:
         result = build_module.build(
             out, inputs, names_dir=names_dir, exclude=exclude, inspect_file=inspect_file,
-            batch_size=batch_size, progress=not silent,
+            batch_size=batch_size, progress=not silent, profile=profile,
+            min_aesthetic=min_aesthetic, max_punsafe=max_punsafe,
         )
     except build_module.BuildError as ex:
         raise click.ClickException(f"{ex}\nNothing was written: {_unchanged(out)}") from None
@@ -121,6 +141,18 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, silent):
         signal.signal(signal.SIGTERM, previous)
     if not silent:
         click.echo(format_summary(result), err=True)
+
+
+@laion.command()
+def profiles():
+    """List the source profiles: the datasets `build` reads, each with its
+    source, approximate rows, the images columns it fills and from which of
+    its columns, the ones left NULL, and the columns kept as extras. Example:
+
+        datasette laion profiles
+    """
+    blocks = ["\n".join(profiles_module.describe(profile)) for profile in profiles_module.PROFILES.values()]
+    click.echo("\n\n".join(blocks))
 
 
 def _raise_interrupt(signum, frame):
@@ -136,7 +168,13 @@ def _unchanged(out):
 def format_summary(result):
     lines = [
         f"Built {result.path} ({result.size / 1e6:,.1f} MB) in {result.timings.get('total', 0):.1f}s",
+        f"  profile:     {result.profile}",
         f"  images:      {result.rows:,} rows from {result.source_rows:,} parquet rows",
+    ]
+    if result.filter:
+        lines.append(f"  filter:      {result.filter}: {result.filtered:,} rows left out, "
+                     f"{result.source_rows - result.filtered:,} kept")
+    lines += [
         f"  excluded:    {result.excluded:,} rows"
         + "".join(f"\n    {e['name']}: {e['rows_excluded']:,} rows ({e['urls']:,} URLs, {e['hashes']:,} hashes)" for e in result.exclusions),
         f"  domains:     {result.domains:,} hosts, {result.registered_domains:,} registered domains "

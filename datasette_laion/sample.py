@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import profiles
 from .names import load_names
 
 # The exact schema of the LAION-Aesthetics v2 parquet files.
@@ -296,8 +297,12 @@ def _urls(world, rng, n):
     return pc.binary_join_element_wise(scheme, hosts, path, query, "")
 
 
-def _scores(rng, n):
-    aesthetic = (6.0 + np.minimum(rng.gamma(1.1, 0.32, size=n), 2.6)).astype(np.float32)
+def _scores(rng, n, aesthetic_from=6.0):
+    if aesthetic_from == 6.0:  # the 6+ set
+        aesthetic = (6.0 + np.minimum(rng.gamma(1.1, 0.32, size=n), 2.6)).astype(np.float32)
+    else:  # a larger set (4.5+, 4.75+, 5+): a tenth of the rows at 6 or more
+        scale = (6.0 - aesthetic_from) / math.log(10) if aesthetic_from < 6 else 0.32
+        aesthetic = (aesthetic_from + np.minimum(rng.exponential(scale, size=n), 8.6 - aesthetic_from)).astype(np.float32)
     punsafe = rng.beta(0.6, 25, size=n)
     nsfw = rng.random(n) < 0.031
     punsafe[nsfw] = rng.beta(6, 1.5, size=int(nsfw.sum()))
@@ -347,12 +352,22 @@ def _plant_awkward(rng, urls, captions, n, first_chunk):
     return replace(urls, url_pos), replace(captions, caption_pos)
 
 
-def _chunk(world, rng, n, first_chunk, index_start):
+def _common(world, rng, n, first_chunk, aesthetic_from=6.0):
+    """The columns every source has, by their images names."""
     captions = _captions(world, rng, n)
     urls = _urls(world, rng, n)
     urls, captions = _plant_awkward(rng, urls, captions, n, first_chunk)
-    aesthetic, punsafe, pwatermark, similarity, width, height = _scores(rng, n)
+    aesthetic, punsafe, pwatermark, similarity, width, height = _scores(rng, n, aesthetic_from)
     hashes = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64, endpoint=True)
+    return {"url": urls, "text": captions, "width": width, "height": height, "similarity": similarity,
+            "punsafe": punsafe, "pwatermark": pwatermark, "aesthetic": aesthetic, "hash": hashes}
+
+
+def _chunk(world, rng, n, first_chunk, index_start, aesthetic_from=6.0):
+    c = _common(world, rng, n, first_chunk, aesthetic_from)
+    urls, captions, width, height = c["url"], c["text"], c["width"], c["height"]
+    similarity, punsafe, pwatermark, aesthetic, hashes = (
+        c["similarity"], c["punsafe"], c["pwatermark"], c["aesthetic"], c["hash"])
     index = index_start + np.cumsum(rng.integers(1, 40, size=n))
     return pa.Table.from_arrays(
         [
@@ -373,11 +388,17 @@ def file_names(files, seed):
     return names
 
 
-def generate(outdir, rows=50_000, files=1, seed=0, progress=None):
+def generate(outdir, rows=50_000, files=1, seed=0, progress=None, profile=None, aesthetic_from=6.0):
     """Write ``rows`` rows over ``files`` parquet files into ``outdir``; return
-    their paths. ``progress(n)`` is called after each chunk of n rows."""
+    their paths. ``progress(n)`` is called after each chunk of n rows.
+    ``profile``: the name of a source profile whose schema to write
+    (sample_profiles.py; default: LAION-Aesthetics v2, the exact schema).
+    ``aesthetic_from``: the lowest aesthetic score (6: the 6+ set; lower, as
+    the 4.5+ to 5+ sets: a tenth of the rows score 6 or more)."""
     if rows < 0 or files < 1:
         raise ValueError("rows must be >= 0 and files >= 1")
+    if profile is not None and profile != profiles.DEFAULT:
+        return _generate_profile(outdir, rows, files, seed, progress, profiles.get(profile), aesthetic_from)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     world = _World(seed, rows)
@@ -391,10 +412,36 @@ def generate(outdir, rows=50_000, files=1, seed=0, progress=None):
             for c in range(max(1, math.ceil(count / CHUNK_ROWS))):
                 n = min(CHUNK_ROWS, count - c * CHUNK_ROWS)
                 rng = np.random.default_rng([seed, 2, i, c])
-                table = _chunk(world, rng, n, c == 0, index_start)
+                table = _chunk(world, rng, n, c == 0, index_start, aesthetic_from)
                 if n:
                     index_start = int(table.column("__index_level_0__")[-1].as_py())
                 writer.write_table(table)
+                if progress:
+                    progress(n)
+        partial.replace(path)
+        paths.append(path)
+    return paths
+
+
+def _generate_profile(outdir, rows, files, seed, progress, profile, aesthetic_from):
+    """generate() in the schema of another source profile."""
+    from . import sample_profiles
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    world = _World(seed, rows)
+    schema = sample_profiles.schema(profile)
+    per_file = [rows // files + (1 if i < rows % files else 0) for i in range(files)]
+    paths = []
+    for i, (name, count) in enumerate(zip(file_names(files, seed), per_file)):
+        path = outdir / name
+        partial = path.with_name(path.name + ".partial")
+        with pq.ParquetWriter(partial, schema, compression="snappy") as writer:
+            for c in range(max(1, math.ceil(count / CHUNK_ROWS))):
+                n = min(CHUNK_ROWS, count - c * CHUNK_ROWS)
+                rng = np.random.default_rng([seed, 2, i, c])
+                common = _common(world, rng, n, c == 0, aesthetic_from)
+                writer.write_table(sample_profiles.table(profile, common, rng, n))
                 if progress:
                     progress(n)
         partial.replace(path)

@@ -272,13 +272,16 @@ def write_images(rows, directory, progress=None):
 
 
 def parquet_rows(paths):
-    """(url, caption, width, height) of every row of LAION parquet files (the
-    sample's schema), streamed in batches."""
+    """(url, caption, width, height) of every row of parquet files of any
+    source profile (sizes None where it has none), streamed in batches."""
     import pyarrow.parquet as pq
 
+    from .source import open_source
+
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=["URL", "TEXT", "WIDTH", "HEIGHT"]):
-            yield from zip(*(batch.column(i).to_pylist() for i in range(4)))
+        names = [open_source(path).columns.get(c) for c in ("url", "text", "width", "height")]
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=[n for n in names if n]):
+            yield from zip(*(batch.column(n).to_pylist() if n else [None] * batch.num_rows for n in names))
 
 
 def count_rows(paths):

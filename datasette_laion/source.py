@@ -1,13 +1,12 @@
-"""Reading LAION-Aesthetics parquet files: find them, check them, stream them.
+"""Reading image-text parquet files: find them, check them, stream them.
 
-Every file is checked (readable, every required column present with a usable
-type) before the build writes anything. Batches come out normalised to the
-SQLite columns of ``images``, whatever variant of the schema the file uses:
-
-* LAION-Aesthetics v2 (``AESTHETIC_SCORE``, WIDTH/HEIGHT as double);
-* LAION-Aesthetics v1 (``aesthetic``, WIDTH/HEIGHT as int32);
-* copies with extra columns (``x_nn10``, ``y_nn10``, ...), kept as lower-cased
-  extra columns.
+Every file is checked (readable, its source profile found from its columns,
+every required column present with a usable type) before the build writes
+anything. Batches come out normalised to the SQLite columns of ``images``,
+whatever source the file comes from (``profiles.py``: LAION-Aesthetics v2 and
+v1, Re-LAION, PD12M, COYO-700M, DataComp-1B, CC12M); columns a profile does
+not map, listed or not (such as the ``x_nn10``, ``y_nn10``, ... of a copy), are
+kept as lower-cased extra columns.
 """
 import json
 from dataclasses import dataclass, field
@@ -17,38 +16,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import profiles
+from .profiles import SITE_COLUMNS
+
 
 class SourceError(Exception):
     """An input that cannot be built from; the message names the file."""
 
 
-# SQLite column -> (accepted source names, matched ignoring case; kind).
-# Order is the column order of the images table.
-REQUIRED_COLUMNS = {
-    "url": (("URL",), "string"),
-    "text": (("TEXT",), "string"),
-    "width": (("WIDTH",), "number"),
-    "height": (("HEIGHT",), "number"),
-    "similarity": (("similarity",), "number"),
-    "punsafe": (("punsafe",), "number"),
-    "pwatermark": (("pwatermark",), "number"),
-    "aesthetic": (("AESTHETIC_SCORE", "aesthetic"), "number"),  # v2, v1
-    "hash": (("hash",), "id"),
-}
-# Kept when present, NULL when not: a pandas leftover that not every copy has.
-OPTIONAL_COLUMNS = {
-    "__index_level_0__": (("__index_level_0__",), "integer"),
-}
-CORE_COLUMNS = list(REQUIRED_COLUMNS) + list(OPTIONAL_COLUMNS)
+# The images columns every source fills (NULL where its profile maps none),
+# in table order, and the kind of source column each accepts.
+CORE_COLUMNS = list(SITE_COLUMNS)
 # Columns the build adds; an extra source column may not take these names.
-RESERVED_COLUMNS = {"rowid", "domain_id"}
+RESERVED_COLUMNS = {"rowid", "domain_id", "url_hash"}
 
 KIND_DESCRIPTIONS = {
     "string": "a string",
     "number": "a number (integer or floating point)",
     "integer": "an integer",
     "id": "an integer or a string",
+    "list": "a list",
+    "any": "any type",
 }
+
+
+def column_kind(column):
+    """The kind of source column a profile's Column accepts."""
+    if column.site:
+        return SITE_COLUMNS[column.site]
+    if column.type == "string":
+        return "string"
+    if column.type.startswith(("int", "uint", "float")):
+        return "number"  # an integer column may come as float (pandas NaN)
+    if column.type.startswith("list"):
+        return "list"
+    return "any"
 
 
 def _kind_accepts(kind, arrow_type):
@@ -64,6 +66,9 @@ def _kind_accepts(kind, arrow_type):
         "number": is_number,
         "integer": is_int,
         "id": is_int or is_string,
+        "list": pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type),
+        "any": True,
     }[kind]
 
 
@@ -90,6 +95,7 @@ class SourceFile:
     columns: dict
     # lower-cased extra column -> (name in this file, SQLite type)
     extras: dict = field(default_factory=dict)
+    profile: profiles.Profile = None
 
 
 def find_parquet_files(inputs):
@@ -150,8 +156,10 @@ def _check_magic(path):
         raise SourceError(f"{path}: damaged parquet file: it does not start with {PARQUET_MAGIC.decode()}; {FETCH_AGAIN}")
 
 
-def open_source(path):
-    """Check one parquet file and describe how its columns map to ours."""
+def open_source(path, profile=None):
+    """Check one parquet file and describe how its columns map to ours.
+    ``profile`` (a profiles.Profile) forces one; by default it is found from
+    the file's columns (``find_profile``)."""
     path = Path(path)
     _check_magic(path)
     try:
@@ -172,26 +180,21 @@ def open_source(path):
                 f"{path}: columns {by_lower[lower]!r} and {name!r} differ only in case"
             )
         by_lower[lower] = name
+    profile = find_profile(path, by_lower, profile)
     columns = {}
-    for column, (accepted, kind) in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
-        present = [by_lower[a.lower()] for a in accepted if a.lower() in by_lower]
-        if not present:
-            if column in REQUIRED_COLUMNS:
-                wanted = " or ".join(repr(a) for a in accepted)
-                raise SourceError(
-                    f"{path}: missing required column {wanted} (for images.{column})"
-                )
-            continue
-        if len(present) > 1:
-            raise SourceError(f"{path}: both {present[0]!r} and {present[1]!r} present")
-        source_name = present[0]
+    for column in profile.columns:
+        source_name = by_lower.get(column.name.lower())
+        if source_name is None:
+            continue  # optional (find_profile checked the required ones)
         arrow_type = schema.field(source_name).type
+        kind = column_kind(column)
         if not _kind_accepts(kind, arrow_type):
             raise SourceError(
                 f"{path}: column {source_name!r} has type {arrow_type}, "
                 f"expected {KIND_DESCRIPTIONS[kind]}"
             )
-        columns[column] = source_name
+        if column.site:
+            columns[column.site] = source_name
     used = set(columns.values())
     extras = {}
     for name in schema.names:
@@ -212,21 +215,115 @@ def open_source(path):
         row_group_rows=row_group_rows,
         columns=columns,
         extras=extras,
+        profile=profile,
     )
 
 
-def open_sources(inputs):
+def _missing(profile, by_lower):
+    return [c for c in profile.required if c.name.lower() not in by_lower]
+
+
+def find_profile(path, by_lower, forced=None):
+    """The profile of a file whose columns are ``by_lower`` (lower-cased name
+    -> name): ``forced`` if given, else the profile whose required columns are
+    all there, the most specific (most required columns) of several, the first
+    listed of equals. Missing columns are refused, naming the nearest profile."""
+    if forced is not None:
+        missing = _missing(forced, by_lower)
+        if missing:
+            matching = [p for p in profiles.PROFILES.values() if not _missing(p, by_lower)]
+            hint = (f"this file's columns are those of profile {matching[0].name}" if matching
+                    else "`datasette laion profiles` lists each profile's columns")
+            raise SourceError(
+                f"{path}: missing required column {missing[0].name!r} ({_role(missing[0])}) of profile "
+                f"{forced.name}, given by --profile; {hint}"
+            )
+        return forced
+    matching = [p for p in profiles.PROFILES.values() if not _missing(p, by_lower)]
+    if matching:
+        return max(matching, key=lambda p: len(p.required))  # max() keeps the first of equals
+    fewest = min(len(_missing(p, by_lower)) for p in profiles.PROFILES.values())
+    nearest = [p for p in profiles.PROFILES.values() if len(_missing(p, by_lower)) == fewest]
+    first = _missing(nearest[0], by_lower)[0]
+    # Equally near profiles that miss the same images column: name each one's.
+    names = [first.name]
+    for other in nearest[1:]:
+        column = other.mapped.get(first.site) if first.site else None
+        if column is not None and column in _missing(other, by_lower) and column.name not in names:
+            names.append(column.name)
+    message = f"{path}: missing required column {' or '.join(repr(n) for n in names)} ({_role(first)})"
+    if nearest[0].name != profiles.DEFAULT:
+        message += (f" of profile {nearest[0].name}, the nearest to this file's columns; "
+                    "`datasette laion profiles` lists each profile's columns")
+    raise SourceError(message)
+
+
+def _role(column):
+    return f"for images.{column.site}" if column.site else f"kept as images.{column.name.lower()}"
+
+
+def open_sources(inputs, profile=None):
     """Find and check every input file; nothing is read beyond the footers.
-    Files without rows are fine among others, but inputs that hold no row at
-    all are refused: they would replace a database with an empty one."""
-    sources = [open_source(path) for path in find_parquet_files(inputs)]
+    ``profile``: a profile's name, forced on every file. Files without rows
+    are fine among others, but inputs that hold no row at all are refused:
+    they would replace a database with an empty one. Files of profiles that
+    fill different images columns, or order them differently, are refused
+    together (the LAION-Aesthetics v1 and v2 variants build together)."""
+    forced = None
+    if profile is not None:
+        try:
+            forced = profiles.get(profile)
+        except KeyError as ex:
+            raise SourceError(ex.args[0]) from None
+    sources = [open_source(path, forced) for path in find_parquet_files(inputs)]
     if not any(source.num_rows for source in sources):
         names = ", ".join(str(s.path) for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
         raise SourceError(
             f"{names}: no rows to build from ({len(sources)} parquet file{'s' if len(sources) > 1 else ''}, "
             "0 rows); give the files that hold the data"
         )
+    first = sources[0]
+    for source in sources[1:]:
+        if _shape(source.profile) != _shape(first.profile):
+            raise SourceError(
+                f"{source.path}: a file of profile {source.profile.name}, but {first.path} is of profile "
+                f"{first.profile.name}; build each source into a database of its own"
+            )
     return sources
+
+
+def _shape(profile):
+    required = frozenset(site for site, column in profile.mapped.items() if not column.optional)
+    return required, profile.best_first
+
+
+def source_profiles(sources):
+    """The profiles of the files, each once, in file order."""
+    return list({source.profile.name: source.profile for source in sources}.values())
+
+
+def source_info(sources, extras):
+    """build_info rows about the source: its profile(s), licence, which
+    images columns it fills (the others are NULL) and from which of its
+    columns, and its extra columns (JSON lists and objects)."""
+    found = source_profiles(sources)
+    first = found[0]
+    filled = {}
+    for source in sources:
+        for column, name in source.columns.items():
+            filled.setdefault(column, name)
+    return {
+        "profile": ", ".join(p.name for p in found),
+        "profile_title": first.title,
+        "source": first.source,
+        "source_url": first.source_url,
+        "licence": first.licence,
+        "licence_url": first.licence_url,
+        "site_columns": json.dumps([c for c in CORE_COLUMNS if c in filled]),
+        "source_columns": json.dumps({c: filled[c] for c in CORE_COLUMNS if c in filled}),
+        "extra_columns": json.dumps(list(extras)),
+        "image_page_columns": json.dumps([c for p in found for c in p.shown if c in extras]),
+    }
 
 
 def merged_extras(sources):
@@ -355,13 +452,65 @@ def iter_batches(source, batch_size, columns=None, row_groups=None):
     wanted = None
     if columns is not None:
         wanted = [source.columns[c] for c in columns if c in source.columns]
-    try:
+    with _read_errors(source):
         # pre_buffer (the default) reads every requested row group's column
         # chunks ahead: a whole file in memory. Without it, one row group.
         parquet = pq.ParquetFile(source.path, pre_buffer=False)
         yield from parquet.iter_batches(batch_size=batch_size, columns=wanted, row_groups=row_groups)
-    except (OSError, pa.ArrowException) as ex:
-        detail = str(ex).strip().replace("\n", " ")
-        raise SourceError(
-            f"{source.path}: read failed ({detail}): the file is damaged or changed during the build; {FETCH_AGAIN}"
-        ) from None
+
+
+class RowGroups:
+    """One file, read a row group at a time: some of its images columns
+    (normalised), or all of its columns in batches. The file stays open until
+    ``close()``; read errors name the file, as ``iter_batches``'s do."""
+
+    def __init__(self, source):
+        self.source = source
+        with self._errors():
+            self.file = pq.ParquetFile(source.path, pre_buffer=False)
+
+    def _errors(self):
+        return _read_errors(self.source)
+
+    def columns(self, group, columns):
+        """images column -> its normalised values in row group ``group``."""
+        names = [self.source.columns[c] for c in columns]
+        with self._errors():
+            table = self.file.read_row_group(group, columns=names)
+        return {c: normalise_column(table, self.source, c) for c in columns}
+
+    def batches(self, group, batch_size):
+        """The raw record batches of row group ``group``, every column."""
+        with self._errors():
+            yield from self.file.iter_batches(batch_size=batch_size, row_groups=[group])
+
+    def close(self):
+        self.file.close()
+
+
+class _read_errors:
+    def __init__(self, source):
+        self.source = source
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, ex, tb):
+        if isinstance(ex, (OSError, pa.ArrowException)):
+            detail = str(ex).strip().replace("\n", " ")
+            raise SourceError(
+                f"{self.source.path}: read failed ({detail}): the file is damaged or changed during the build; "
+                f"{FETCH_AGAIN}"
+            ) from None
+        return False
+
+
+def normalise_column(table, source, column):
+    """One images column of a table or batch read with that column, as
+    ``normalise`` gives it (float64 for the numbers the build compares)."""
+    array = table.column(source.columns[column])
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_null(array.type):
+        return pa.nulls(len(array), pa.float64())
+    return _convert(CONVERTERS[column], array, source, source.columns[column])

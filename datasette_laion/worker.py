@@ -1,6 +1,6 @@
 """Child processes of the build: ``python -m datasette_laion.worker JOB SPEC RESULT``.
 
-JOB is a key of ``build.WORKER_JOBS``; SPEC and RESULT are JSON files. The
+JOB is a key of ``build_workers.WORKER_JOBS``; SPEC and RESULT are JSON files. The
 worker prints ``progress N`` lines as it goes; an error goes to stderr as one
 line, with exit code 1 (130 when interrupted).
 """
@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from .build import WORKER_JOBS
+from .build_workers import WORKER_JOBS
 from .source import SourceError
 
 

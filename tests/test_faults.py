@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from datasette_laion import build, sample, site
+from datasette_laion import build, build_workers, sample, site
 from datasette_laion.cli import laion
 
 OUT = site.DATABASE_FILE
@@ -807,14 +807,14 @@ def _open_fifo_writer(path, process, timeout=60):
 def test_interrupt_as_a_worker_starts_leaves_no_worker(scene, parquet_dir, monkeypatch):
     """Ctrl-C the moment the first partition worker has started, before the
     build has put it on its list: the build must stop it all the same."""
-    start = build._Worker.__init__
+    start = build_workers.Worker.__init__
 
     def started_then_interrupted(self, *args):
         start(self, *args)
-        monkeypatch.setattr(build._Worker, "__init__", start)
+        monkeypatch.setattr(build_workers.Worker, "__init__", start)
         os.kill(os.getpid(), signal.SIGINT)  # handled here, before __init__ returns
 
-    monkeypatch.setattr(build._Worker, "__init__", started_then_interrupted)
+    monkeypatch.setattr(build_workers.Worker, "__init__", started_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
         build.build(scene.out, [parquet_dir], progress=False, workers=2)
     left = [p for p in _processes_in_group(os.getpgid(0)) if "datasette_laion.worker" in p[1]]
@@ -831,7 +831,7 @@ def test_interrupt_as_a_worker_starts_leaves_no_worker(scene, parquet_dir, monke
 LOCK_TAKEN_THEN_INTERRUPTED = """
 import os, signal, sys, threading
 from concurrent.futures import _base
-from datasette_laion import build, cli
+from datasette_laion import build_workers, cli
 
 fired = []
 
@@ -866,11 +866,11 @@ class Condition(threading.Condition):
 
 os.cpu_count = lambda: 2
 if sys.argv[1] == "partition":
-    start = build._Worker.__init__
+    start = build_workers.Worker.__init__
     def started(self, *args):
         start(self, *args)
         self.process._waitpid_lock = WaitpidLock()
-    build._Worker.__init__ = started
+    build_workers.Worker.__init__ = started
 else:
     init = _base.Future.__init__
     def future(self):

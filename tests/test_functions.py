@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasette_laion.build import DomainIds
 from datasette_laion.functions import domain, fts_phrase
+from datasette_laion.partition import DomainIds
 from datasette_laion.sample import AWKWARD_URLS
 
 
