@@ -11,6 +11,7 @@ the names and histograms, read once per process (the database is
 immutable). Nothing from the data reaches the page unescaped: the template
 escapes it, and the thumbnails are render.thumbnail's.
 """
+import json
 import math
 import re
 import unicodedata
@@ -33,7 +34,7 @@ where domain.id = :id
 """
 # The best images of the host (rows are stored best first): its index in rowid order.
 MORE_SQL = "select rowid, url, text, aesthetic, punsafe from images where domain_id = :id and rowid != :rowid order by rowid limit :n"
-TOTAL_SQL = "select value from build_info where key = 'rows'"
+BUILD_INFO_SQL = "select key, value from build_info where key in ('rows', 'site_columns', 'image_page_columns')"
 HISTOGRAM_SQL = "select metric, bucket_start, bucket_end, count from stats_histogram order by id"
 NAMES_SQL = "select name, image_counts from [{table}]"
 TABLES_SQL = "select name from sqlite_master where type = 'table'"
@@ -83,8 +84,10 @@ def _per_database(db, conn):
         if "stats_histogram" in tables:
             for metric, start, end, count in conn.execute(HISTOGRAM_SQL).rows:
                 histograms.setdefault(metric, []).append((start, end, count))
-        total = conn.execute(TOTAL_SQL).rows if "build_info" in tables else []
-        kept = (names, histograms, int(total[0][0]) if total else None)
+        info = dict(conn.execute(BUILD_INFO_SQL).rows) if "build_info" in tables else {}
+        has = json.loads(info["site_columns"]) if info.get("site_columns") else None  # the source's own columns
+        shown = json.loads(info["image_page_columns"]) if info.get("image_page_columns") else []
+        kept = (names, histograms, int(info["rows"]) if info.get("rows") else None, has, shown)
         if not db.is_mutable:
             db._laion_image_page = kept
     return kept
@@ -115,7 +118,7 @@ def read(conn, rowid):
     if not rows.rows:
         return None
     row = dict(zip(rows.columns, rows.rows[0]))
-    names, histograms, total = _per_database(conn.database, conn)
+    names, histograms, total, has, shown = _per_database(conn.database, conn)
     host = None
     more = []
     if row.get("domain_id") is not None:
@@ -124,7 +127,8 @@ def read(conn, rowid):
         more_rows = conn.execute(MORE_SQL, {"id": row["domain_id"], "rowid": rowid, "n": MORE_FROM_HOST})
         more = [dict(zip(more_rows.columns, r)) for r in more_rows.rows]
     return {"row": row, "host": host, "more": more, "names": names.found_in(row.get("text")),
-            "histograms": histograms, "total": total, "best_first": search.stored_best_first(conn)}
+            "histograms": histograms, "total": total, "best_first": search.stored_best_first(conn),
+            "has": has, "shown": shown}
 
 
 def _standing(name, value, found):
@@ -163,7 +167,13 @@ async def context(datasette, request, database, config):
     scores = [
         {"name": name, "value": row.get(name), "shown": render.rounded(row.get(name)),
          "meaning": descriptions.get(name), "standing": _standing(name, row.get(name), found)}
-        for name in SCORES if name in row
+        # the scores the source has (build_info site_columns; all of them in an older build)
+        for name in SCORES if name in row and (found["has"] is None or name in found["has"])
+    ]
+    extras = [
+        {"name": name, "value": row.get(name), "url": render.safe_image_url(row.get(name)),
+         "meaning": descriptions.get(name)}
+        for name in found["shown"] if name in row and row.get(name) is not None
     ]
     page = {
         "rowid": rowid,
@@ -172,6 +182,7 @@ async def context(datasette, request, database, config):
         "raw_url": row.get("url"),
         "caption": row.get("text"),
         "scores": scores,
+        "extras": extras,  # the source's own columns worth showing (its profile's)
         "width": row.get("width"),
         "height": row.get("height"),
         "names": [

@@ -735,7 +735,8 @@ SIGNAL_CASES = {
     "full-text index": ("text", signal.SIGINT, "group", "full-text index", "start"),
     "names": ("text", signal.SIGINT, "group", "names", "start"),
     "finish": ("text", signal.SIGINT, "group", "finish", "start"),
-    "partition, main process only": ("rows", signal.SIGINT, "main", "partition", "workers running"),
+    # 240,000 rows in 100-row batches: the workers still run when the signal comes, even on a busy machine
+    "partition, main process only": ("scan", signal.SIGINT, "main", "partition", "workers running"),
     "load, main process only": ("rows", signal.SIGINT, "main", "load", "start"),
     "partition, SIGTERM": ("rows", signal.SIGTERM, "group", "partition", "start"),
 }

@@ -127,3 +127,19 @@ def test_share_below_interpolates_in_its_bucket():
     open_ended = [(None, 0.0, 10), (0.0, 1.0, 80), (1.0, None, 10)]  # under- and overflow buckets
     assert image_page.share_below(open_ended, 0.5) == 0.5
     assert image_page.share_below(open_ended, -3) == 0.05 and image_page.share_below(open_ended, 7) == 0.95
+
+
+@pytest.mark.asyncio
+async def test_the_page_shows_what_the_source_has(tmp_path):
+    """PD12M has no scores but a licence and a source: the page shows those
+    (its profile's image_page_columns) and no empty score."""
+    from datasette_laion import build, sample
+
+    sample.generate(tmp_path / "parquet", rows=600, files=1, seed=5, profile="pd12m")
+    result = build.build(tmp_path / site.DATABASE_FILE, [tmp_path / "parquet"], progress=False, workers=1)
+    ds = site.make_datasette(result.path, result.inspect_path)
+    page = (await ds.client.get(f"/{DB}/images/1")).text
+    section = page.split('<section class="laion-image">', 1)[1].split("</section>", 1)[0]
+    assert "<dt>license</dt>" in section and "<dt>source</dt>" in section
+    for score in ("aesthetic", "punsafe", "pwatermark", "similarity"):
+        assert f"<dt>{score}</dt>" not in section
