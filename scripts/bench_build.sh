@@ -38,25 +38,12 @@ RESULT_JSON="$WORK/original.json" bash "$REPO/scripts/original_recipe.sh" \
 #    0.1 s), with each one's own peak beside it.
 rm -f "$WORK/laion-aesthetic-6pls.db" "$WORK/inspect.json"
 echo "== datasette laion build" >&2
-"$PY" - "$WORK" <<'PY'
+BENCH_SCRIPTS="$REPO/scripts" "$PY" - "$WORK" <<'PY'
 import json, os, resource, sys, threading, time
 from pathlib import Path
 from datasette_laion import build
-
-def tree_rss_kb(pid):
-    """RSS of a process and all its descendants, from /proc."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in os.listdir(f"/proc/{p}/task"):
-                stack.extend(int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split())
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
+sys.path.insert(0, os.environ["BENCH_SCRIPTS"])
+from benchlib import tree_rss_kb
 
 peak = [0]
 done = threading.Event()
@@ -79,7 +66,7 @@ child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 PY
 
 # 4. Side by side.
-"$PY" - "$WORK" <<'PY'
+BENCH_SCRIPTS="$REPO/scripts" "$PY" - "$WORK" <<'PY'
 import json, sqlite3, sys
 from pathlib import Path
 work = Path(sys.argv[1])

@@ -26,24 +26,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from benchlib import tree_rss_kb  # noqa: E402
+
 PARQUET_BYTES_PER_ROW = 135  # measured: 1M generated rows of the v2 schema, 4.75+ or 6+
 DB_BYTES_PER_ROW = 380  # a built database, indexes included (4,581 MB at 12.1M rows)
-
-
-def tree_rss_kb(pid):
-    """RSS of a process and all its descendants, from /proc."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in os.listdir(f"/proc/{p}/task"):
-                stack.extend(int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split())
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
 
 
 def generate(directory, rows, files, aesthetic_from):

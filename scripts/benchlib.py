@@ -31,3 +31,19 @@ def ensure_plain_venv():
         subprocess.run([sys.executable, "-m", "venv", str(PLAIN_VENV)], check=True)
         subprocess.run([str(PLAIN_VENV / "bin" / "pip"), "install", "-q", "datasette==0.65.5"], check=True)
     return datasette
+
+
+def tree_rss_kb(pid):
+    """RSS of a process and all its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                stack.extend(int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
