@@ -46,7 +46,8 @@ def render_cell(row, value, column, table, database, datasette):
     settings = config.plugin_config(datasette)
     if database != settings["database"]:
         return None
-    return render.render_cell(row, value, column, table, settings, name_search=views.search_url_function(datasette))
+    return render.render_cell(row, value, column, table, settings, name_search=views.search_url_function(datasette),
+                              threshold=views.safe_mode_threshold(datasette))
 
 
 @hookimpl
@@ -61,6 +62,14 @@ def extra_js_urls(database, view_name, datasette):
     if pipeline.is_laion_page(datasette, database, view_name):
         return [datasette.urls.static_plugins("datasette-laion", "laion.js")]
     return []
+
+
+@hookimpl
+def extra_body_script(database, view_name, datasette):
+    # a dataset without punsafe: the safe-mode switch says it has nothing to go on
+    if pipeline.is_laion_page(datasette, database, view_name) and views.safe_mode_threshold(datasette) is None:
+        return "window.LAION_SAFE_MODE_NOTHING = true;"
+    return None
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from datasette.utils import tilde_decode
 
 from . import render, search
+from .views import safe_mode_threshold
 
 MORE_FROM_HOST = 12
 NAME_TABLES = {"artists": "artist", "celebrities": "celebrity", "characters": "character"}  # render.NAME_TABLES
@@ -160,7 +161,7 @@ async def context(datasette, request, database, config):
     if found is None:
         return {}
     row, host = found["row"], found["host"]
-    threshold, template = config["safe_mode_threshold"], config["thumbnail_url"]
+    threshold, template = safe_mode_threshold(datasette), config["thumbnail_url"]
     descriptions = (datasette.table_metadata(database, "images") or {}).get("columns") or {}
     images_url = datasette.urls.table(database, "images")
     search_url = search_url_of(images_url)

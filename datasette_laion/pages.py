@@ -19,7 +19,7 @@ from datasette.utils.asgi import Response
 from . import charts, functions, metrics, render, search
 from .compat import QueryInterrupted
 from .config import plugin_config
-from .views import error_response
+from .views import error_response, safe_mode_threshold
 
 TOP = 20  # domains and registered domains on the statistics page
 EXAMPLES = 12  # images in the gallery of an answer
@@ -410,7 +410,7 @@ async def mywork_page(request, datasette):
             return Response.json({"ok": False, "error": error, "status": status}, status=status)
         return Response.json(answer, default=str)
     config = plugin_config(datasette)
-    threshold = config["safe_mode_threshold"]
+    threshold = safe_mode_threshold(datasette)
     for example in (answer or {}).get("examples", []):
         example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold,
                                             config["thumbnail_url"])

@@ -54,8 +54,10 @@ def thumbnail_src(url, template):
 
 def thumbnail(url, caption, punsafe, threshold, thumbnail_url=None):
     """A lazy thumbnail linked to the image; hidden behind a click when the
-    row's punsafe is at or above ``threshold``, or unknown. The <img> loads
-    from the ``thumbnail_url`` template (config.py) when there is one."""
+    row's punsafe is at or above ``threshold``, or unknown. ``threshold``
+    None: safe mode has nothing to go on (the dataset has no punsafe), every
+    thumbnail is shown. The <img> loads from the ``thumbnail_url`` template
+    (config.py) when there is one."""
     # escape() on every value from the data; Markup() once on the result.
     safe = safe_image_url(url)
     if safe is None:
@@ -63,7 +65,7 @@ def thumbnail(url, caption, punsafe, threshold, thumbnail_url=None):
     href = escape(safe)
     src = escape(thumbnail_src(safe, thumbnail_url))
     alt = escape(caption) if isinstance(caption, str) else ""
-    if isinstance(punsafe, (int, float)) and punsafe < threshold:
+    if threshold is None or (isinstance(punsafe, (int, float)) and punsafe < threshold):
         return Markup(
             f'<a class="laion-thumb" href="{href}" target="_blank" rel="noopener noreferrer nofollow" '
             f'referrerpolicy="no-referrer"><img src="{src}" alt="{alt}" loading="lazy" '
@@ -92,13 +94,18 @@ def rounded(value):
     return Markup(rounded_html(value))
 
 
+SAFE_MODE_SETTING = object()  # render_cell: the configured safe_mode_threshold
+
 # The curated names' tables: each name links to its phrase search.
 NAME_TABLES = ("artists", "celebrities", "characters")
 
 
-def render_cell(row, value, column, table, config, name_search=None):
+def render_cell(row, value, column, table, config, name_search=None, threshold=SAFE_MODE_SETTING):
     """The plugin's cell HTML, or None for cells that are not its business.
-    ``name_search``: a name's search URL (functions.phrase_search_url)."""
+    ``name_search``: a name's search URL (functions.phrase_search_url);
+    ``threshold``: safe mode's, when not the configured one (None: off)."""
+    if threshold is SAFE_MODE_SETTING:
+        threshold = config["safe_mode_threshold"]
     if table in NAME_TABLES and column == "name" and isinstance(value, str) and name_search is not None:
         return Markup(f'<a href="{escape(name_search(value))}" title="Images whose caption names {escape(value)}">'
                       f"{escape(value)}</a>")
@@ -108,7 +115,7 @@ def render_cell(row, value, column, table, config, name_search=None):
         table is None and any(column in columns for columns in image_columns.values())
     )
     if is_image and isinstance(value, str):
-        return thumbnail(value, _row_value(row, "text"), _row_value(row, "punsafe"), config["safe_mode_threshold"],
+        return thumbnail(value, _row_value(row, "text"), _row_value(row, "punsafe"), threshold,
                          config["thumbnail_url"])
     if column in ROUNDED_COLUMNS:
         return rounded(value)

@@ -23,7 +23,7 @@ from markupsafe import Markup, escape
 from . import compat, render, search, tableapi
 from .compat import QueryInterrupted
 from .config import plugin_config
-from .views import error_response
+from .views import error_response, safe_mode_threshold
 
 TABLE = "images"
 
@@ -59,13 +59,15 @@ def _domain_labels(conn, result):
     return {row[0]: row[1] for row in found.rows}
 
 
-def cell_writers(columns, labels, urls, config):
+def cell_writers(columns, labels, urls, config, threshold=render.SAFE_MODE_SETTING):
     """{column: function(row) -> the cell's HTML}: what the plugin's
     render_cell hook gives for the images table (thumbnails, rounded
     scores), else the value escaped; rowids and domain ids as links. Chosen
-    once per column, not per cell: a page has ~650 cells."""
+    once per column, not per cell: a page has ~650 cells. ``threshold``:
+    safe mode's (views.safe_mode_threshold), by default the configured one."""
     image_columns = config["image_columns"].get(TABLE, ())
-    threshold = config["safe_mode_threshold"]
+    if threshold is render.SAFE_MODE_SETTING:
+        threshold = config["safe_mode_threshold"]
     thumbnail_url = config["thumbnail_url"]
 
     def plain(value):
@@ -287,6 +289,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
     # and domain ids are integers, which need no tilde-encoding.
     database, parsed = incoming.database, plan.search
     config = plugin_config(datasette)
+    threshold = safe_mode_threshold(datasette)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     urls = {
         "row": datasette.urls.table(database, TABLE) + "/",
@@ -298,7 +301,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             {
                 "rowid": row["rowid"],
                 "row_url": f'{urls["row"]}{row["rowid"]}',
-                "thumb": render.render_cell(row, row["url"], "url", TABLE, config),
+                "thumb": render.render_cell(row, row["url"], "url", TABLE, config, threshold=threshold),
                 "text": row["text"],
                 "aesthetic": row["aesthetic"],
                 "domain": labels.get(row["domain_id"]),
@@ -307,7 +310,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             for row in rows
         ]
     else:
-        writers = list(cell_writers(plan.table.columns, labels, urls, config).items())
+        writers = list(cell_writers(plan.table.columns, labels, urls, config, threshold).items())
         table_body = Markup(
             "".join(
                 "<tr>" + "".join(f'<td class="col-{column}">{write(row)}</td>' for column, write in writers) + "</tr>\n"

@@ -47,11 +47,25 @@ async def start_site(datasette):
     if db is None:
         return
     registrable_domain("example.com")  # load the suffix list now, not on a request
+    try:
+        found = (await db.execute("select value from build_info where key = 'site_columns'")).rows
+    except Exception:  # noqa: BLE001 (no build_info: a database this project did not build)
+        found = []
+    datasette._laion_site_columns = set(json.loads(found[0][0])) if found and found[0][0] else None
     await templating.set_database(datasette.jinja_env, db)
     if not db.is_mutable:
         compat.keep_schema_answers(db)
         compat.refresh_schemas_once(datasette)
         compat.tune_jinja(datasette.jinja_env)
+
+
+def safe_mode_threshold(datasette):
+    """safe_mode_threshold, or None when safe mode has nothing to go on: the
+    LAION database's source has no punsafe (its build_info site_columns)."""
+    columns = getattr(datasette, "_laion_site_columns", None)
+    if columns is not None and "punsafe" not in columns:
+        return None
+    return plugin_config(datasette)["safe_mode_threshold"]
 
 
 def search_url_function(datasette):

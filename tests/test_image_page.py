@@ -143,3 +143,28 @@ async def test_the_page_shows_what_the_source_has(tmp_path):
     assert "<dt>license</dt>" in section and "<dt>source</dt>" in section
     for score in ("aesthetic", "punsafe", "pwatermark", "similarity"):
         assert f"<dt>{score}</dt>" not in section
+
+
+@pytest.mark.asyncio
+async def test_safe_mode_has_nothing_to_go_on_without_punsafe(tmp_path):
+    """PD12M has no punsafe: thumbnails are shown (not all hidden as
+    "unknown"), and the pages say that safe mode has nothing to go on."""
+    from datasette_laion import build, sample
+
+    sample.generate(tmp_path / "parquet", rows=600, files=1, seed=5, profile="pd12m")
+    result = build.build(tmp_path / site.DATABASE_FILE, [tmp_path / "parquet"], progress=False, workers=1)
+    ds = site.make_datasette(result.path, result.inspect_path)
+    for path in (f"/{DB}/images?_search=dog", f"/{DB}/images?_search=dog&_view=gallery", f"/{DB}/images",
+                 f"/{DB}/images/1"):
+        page = (await ds.client.get(path)).text
+        assert "laion-hidden" not in page and 'class="laion-thumb"' in page, path
+        assert "window.LAION_SAFE_MODE_NOTHING = true;" in page, path
+    mywork = (await ds.client.get("/-/laion/mywork?q=dog")).text
+    assert "Safe mode has nothing to go on" in mywork
+
+
+@pytest.mark.asyncio
+async def test_safe_mode_still_hides_with_punsafe(ds, db):
+    rowid = a_row(db, "punsafe >= 0.5")[0]
+    page = (await ds.client.get(f"/{DB}/images/{rowid}")).text
+    assert "laion-hidden" in page and "LAION_SAFE_MODE_NOTHING" not in page

@@ -58,6 +58,11 @@
       nav.insertBefore(place, nav.firstChild);
     }
     document.querySelectorAll(".laion-safe-toggle").forEach(function (el) {
+      if (window.LAION_SAFE_MODE_NOTHING) {  // the dataset has no punsafe (views.safe_mode_threshold)
+        el.textContent = "Safe mode: nothing to go on";
+        el.title = "This dataset has no unsafe-content score (punsafe): every thumbnail is shown";
+        return;
+      }
       var button = document.createElement("button");
       button.type = "button";
       button.textContent = "Safe mode: " + (safeMode() ? "on" : "off");
