@@ -7,6 +7,11 @@ nothing about real data. These vectors have:
 
 * clusters: every vector belongs to one of ``clusters`` centres, picked with
   Zipf-like popularity (a few big topics, a long tail);
+* sub-clusters: within a cluster, vectors gather around one of its
+  sub-centres (``per_subcluster`` vectors each on average: the same object or
+  scene photographed many times), so an image's nearest neighbours are
+  nearer than the rest of its topic, as in real data (``subclusters=False``:
+  none, every vector of a cluster equally far from the others);
 * a decaying spectrum: centre and spread both have standard deviation
   ``(i + 1) ** -decay`` along the i-th of ``dim`` directions, so most of the
   variance lies in the first few hundred; the directions are a random
@@ -29,6 +34,7 @@ DIM = 768  # CLIP ViT-L/14
 SPREAD = 0.55  # within-cluster spread, relative to the spread of the centres
 DUPLICATE_NOISE = 0.08  # relative noise of a near-duplicate (cosine ~0.997)
 CHUNK = 65_536
+SUB_POOL = 65_536  # sub-centre offsets to pick from (200 MB as float32)
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,16 @@ class Shape:
     decay: float = 0.6  # spectrum: std of the i-th direction is (i + 1) ** -decay
     zipf: float = 1.1  # cluster popularity ~ rank ** -zipf
     spread: float = SPREAD
+    per_subcluster: int = 0  # vectors per sub-cluster on average; 0: no sub-clusters
+    sub_spread: float = 0.45  # sub-centres around their cluster's centre
     duplicates: float = 0.02  # share of vectors that are a near-copy of an earlier one
     seed: int = 0
 
     def describe(self):
-        return (f"{self.dim}-d, {self.clusters:,} clusters (popularity rank^-{self.zipf}), spectrum (i+1)^-{self.decay} "
-                f"in a random rotation, within-cluster spread {self.spread}, {self.duplicates:.0%} planted "
+        subs = (f", sub-clusters of ~{self.per_subcluster} (spread {self.sub_spread})" if self.per_subcluster
+                else "")
+        return (f"{self.dim}-d, {self.clusters:,} clusters (popularity rank^-{self.zipf}){subs}, spectrum "
+                f"(i+1)^-{self.decay} in a random rotation, spread {self.spread}, {self.duplicates:.0%} planted "
                 f"near-duplicates, seed {self.seed}")
 
 
@@ -61,13 +71,24 @@ class Generator:
         popularity = (np.arange(shape.clusters) + 1.0) ** -shape.zipf
         self.popularity = popularity / popularity.sum()
 
-    def vectors(self, clusters, rng):
-        """Unit vectors (float32) around the given cluster numbers."""
+    def vectors(self, clusters, rng, subclusters=None):
+        """Unit vectors (float32) around the given cluster numbers (and sub-cluster numbers)."""
         noise = rng.standard_normal((len(clusters), self.shape.dim)).astype(np.float32) * self.scale
         raw = self.centres[clusters] + self.shape.spread * noise
+        if subclusters is not None:
+            raw += self.shape.sub_spread * self._sub_centres(clusters, subclusters)
         out = raw @ self.rotation
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         return out
+
+    def _sub_centres(self, clusters, subclusters):
+        """Each (cluster, sub-cluster)'s offset from its centre: a vector of a
+        fixed pool picked by a hash of the pair, with the decaying spectrum."""
+        if not hasattr(self, "pool"):
+            pool_rng = np.random.default_rng(self.shape.seed + 2)
+            self.pool = pool_rng.standard_normal((SUB_POOL, self.shape.dim)).astype(np.float32) * self.scale
+        keys = (clusters.astype(np.int64) * 1_000_003 + subclusters.astype(np.int64) * 7_919) % SUB_POOL
+        return self.pool[keys]
 
     def near_copy(self, vectors, rng):
         """Near-duplicates of ``vectors`` (cosine ~0.997 with their originals)."""
@@ -81,10 +102,14 @@ class Generator:
         ``n`` vectors, chunk by chunk. A duplicate's original is an earlier
         vector of the same chunk."""
         rng = np.random.default_rng(self.shape.seed + 1)
+        # sub-clusters per cluster, by the cluster's expected share of n
+        per = self.shape.per_subcluster
+        subs = np.maximum(1, np.round(self.popularity * n / per)).astype(np.int64) if per else None
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             clusters = rng.choice(self.shape.clusters, size=size, p=self.popularity)
-            block = self.vectors(clusters, rng)
+            subclusters = (rng.random(size) * subs[clusters]).astype(np.int64) if per else None
+            block = self.vectors(clusters, rng, subclusters)
             pairs = self._plant(block, rng, start)
             yield start, block.astype(np.float16), pairs
 

@@ -312,9 +312,13 @@ def main():
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "laion-vectors")
     parser.add_argument("--only", default=",".join(CANDIDATES))
     parser.add_argument("--clusters", type=int, default=4096)
+    parser.add_argument("--per-subcluster", type=int, default=30,
+                        help="vectors per sub-cluster on average (0: none; see sample_vectors)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    shape = Shape(clusters=args.clusters)
+    shape = Shape(clusters=args.clusters, per_subcluster=args.per_subcluster)
+    base_dir = args.dir
+    args.dir = base_dir / f"c{args.clusters}-s{args.per_subcluster}"  # one folder per shape of data
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.one:
         measured = args.exact_queries if args.one == "exact" else args.queries
@@ -329,8 +333,9 @@ def main():
           f"{'p95 ms':>8}{'recall@10':>11}")
     for name in args.only.split(","):
         run = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--queries", str(args.queries),
-                              "--exact-queries", str(args.exact_queries), "--dir", str(args.dir),
-                              "--clusters", str(args.clusters), "--one", name], capture_output=True, text=True)
+                              "--exact-queries", str(args.exact_queries), "--dir", str(base_dir),
+                              "--clusters", str(args.clusters), "--per-subcluster", str(args.per_subcluster),
+                              "--one", name], capture_output=True, text=True)
         if run.returncode != 0:
             print(f"{name:16}failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
             continue

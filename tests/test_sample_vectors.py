@@ -51,3 +51,15 @@ def test_sample_rows_follow_their_topic():
     v = generator.for_topics(topics, keys).astype(np.float32)
     assert v[0] @ v[1] > v[0] @ v[2]
     assert v[0] @ v[4] > 0.95
+
+
+def test_sub_clusters_are_nearer_than_their_cluster():
+    generator = Generator(Shape(dim=64, clusters=4, seed=2, per_subcluster=10))
+    rng = np.random.default_rng(0)
+    clusters = np.zeros(400, dtype=np.int64)
+    subs = np.repeat(np.arange(40), 10)
+    v = generator.vectors(clusters, rng, subs)
+    cos = v @ v.T
+    same_sub = cos[np.equal.outer(subs, subs) & ~np.eye(400, dtype=bool)].mean()
+    other_sub = cos[~np.equal.outer(subs, subs)].mean()
+    assert same_sub > other_sub + 0.05
