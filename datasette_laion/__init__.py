@@ -46,7 +46,8 @@ def render_cell(row, value, column, table, database, datasette):
     settings = config.plugin_config(datasette)
     if database != settings["database"]:
         return None
-    return render.render_cell(row, value, column, table, settings, name_search=views.search_url_function(datasette),
+    name_search = views.search_url_function(datasette) if table in render.NAME_TABLES else None
+    return render.render_cell(row, value, column, table, settings, name_search=name_search,
                               threshold=views.safe_mode_threshold(datasette))
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from datasette.utils import tilde_decode
 
 from . import render, search
-from .views import safe_mode_threshold
+from .views import safe_mode_threshold, search_url_function, site_columns
 
 MORE_FROM_HOST = 12
 NAME_TABLES = {"artists": "artist", "celebrities": "celebrity", "characters": "character"}  # render.NAME_TABLES
@@ -35,7 +35,7 @@ where domain.id = :id
 """
 # The best images of the host (rows are stored best first): its index in rowid order.
 MORE_SQL = "select rowid, url, text, aesthetic, punsafe from images where domain_id = :id and rowid != :rowid order by rowid limit :n"
-BUILD_INFO_SQL = "select key, value from build_info where key in ('rows', 'site_columns', 'image_page_columns')"
+BUILD_INFO_SQL = "select key, value from build_info where key in ('rows', 'image_page_columns')"
 HISTOGRAM_SQL = "select metric, bucket_start, bucket_end, count from stats_histogram order by id"
 NAMES_SQL = "select name, image_counts from [{table}]"
 TABLES_SQL = "select name from sqlite_master where type = 'table'"
@@ -86,9 +86,8 @@ def _per_database(db, conn):
             for metric, start, end, count in conn.execute(HISTOGRAM_SQL).rows:
                 histograms.setdefault(metric, []).append((start, end, count))
         info = dict(conn.execute(BUILD_INFO_SQL).rows) if "build_info" in tables else {}
-        has = json.loads(info["site_columns"]) if info.get("site_columns") else None  # the source's own columns
         shown = json.loads(info["image_page_columns"]) if info.get("image_page_columns") else []
-        kept = (names, histograms, int(info["rows"]) if info.get("rows") else None, has, shown)
+        kept = (names, histograms, int(info["rows"]) if info.get("rows") else None, shown)
         if not db.is_mutable:
             db._laion_image_page = kept
     return kept
@@ -119,7 +118,7 @@ def read(conn, rowid):
     if not rows.rows:
         return None
     row = dict(zip(rows.columns, rows.rows[0]))
-    names, histograms, total, has, shown = _per_database(conn.database, conn)
+    names, histograms, total, shown = _per_database(conn.database, conn)
     host = None
     more = []
     if row.get("domain_id") is not None:
@@ -129,7 +128,7 @@ def read(conn, rowid):
         more = [dict(zip(more_rows.columns, r)) for r in more_rows.rows]
     return {"row": row, "host": host, "more": more, "names": names.found_in(row.get("text")),
             "histograms": histograms, "total": total, "best_first": search.stored_best_first(conn),
-            "has": has, "shown": shown}
+            "shown": shown}
 
 
 def _standing(name, value, found):
@@ -164,12 +163,13 @@ async def context(datasette, request, database, config):
     threshold, template = safe_mode_threshold(datasette), config["thumbnail_url"]
     descriptions = (datasette.table_metadata(database, "images") or {}).get("columns") or {}
     images_url = datasette.urls.table(database, "images")
-    search_url = search_url_of(images_url)
+    search_url = search_url_function(datasette)
+    has = site_columns(datasette)  # the source's own columns (None: an older build, all of them)
     scores = [
         {"name": name, "value": row.get(name), "shown": render.rounded(row.get(name)),
          "meaning": descriptions.get(name), "standing": _standing(name, row.get(name), found)}
         # the scores the source has (build_info site_columns; all of them in an older build)
-        for name in SCORES if name in row and (found["has"] is None or name in found["has"])
+        for name in SCORES if name in row and (has is None or name in has)
     ]
     extras = [
         {"name": name, "value": row.get(name), "url": render.safe_image_url(row.get(name)),
@@ -211,8 +211,3 @@ async def context(datasette, request, database, config):
             }
     return {"laion_image": page}
 
-
-def search_url_of(images_url):
-    from .functions import phrase_search_url
-
-    return phrase_search_url(lambda: images_url)

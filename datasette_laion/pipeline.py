@@ -16,7 +16,7 @@ the query string's pairs, what kind of page it asks for), and routed:
   plugin's own pages.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,7 +44,11 @@ class Incoming:
     table: str = None
     fmt: str = None  # None (HTML), "json", "csv", ...
     pks: str = None  # a row page's key(s)
-    names: frozenset = field(default=frozenset())
+
+    @cached_property
+    def names(self):
+        """The names in the query string."""
+        return frozenset(k for k, _ in self.pairs)
 
     @cached_property
     def args(self):
@@ -101,8 +105,7 @@ def parse(datasette, scope):
     if kind is None:
         return None
     pairs = tuple(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-    return Incoming(kind=kind, path=full_path, pairs=pairs, database=name, table=table, fmt=fmt, pks=pks,
-                    names=frozenset(k for k, _ in pairs))
+    return Incoming(kind=kind, path=full_path, pairs=pairs, database=name, table=table, fmt=fmt, pks=pks)
 
 
 def _classify(path, db):

@@ -273,7 +273,7 @@ async def handle(datasette, incoming, scope, receive, send):
         response = compat.json_response(incoming.args, data)
     elif fmt == "csv":
         columns, rows = tableapi.rows_for(result.columns, result.rows, the_plan.table, label_of)
-        await _send_csv(send, the_plan, columns, [rows], incoming)
+        await _send_csv(send, the_plan, columns, _one_page(rows), incoming)
         return
     else:
         response = await _html(datasette, request, incoming, the_plan, result, labels, next_url, query_ms,
@@ -354,8 +354,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
 
 
 async def _send_csv(send, plan, columns, pages, incoming, max_bytes=None):
-    """A CSV of ``pages`` (iterables of rows; an async iterator when
-    streamed) as Datasette writes a table's CSV: headings (an expanded
+    """A CSV of ``pages`` (an async iterator of lists of rows) as Datasette writes a table's CSV: headings (an expanded
     column followed by <column>_label; none with _header=off), text/plain
     (text/csv and an attachment with _dl)."""
     expanded = [c for c in columns if c in plan.table.labels]
@@ -376,17 +375,16 @@ async def _send_csv(send, plan, columns, pages, incoming, max_bytes=None):
         return buffer.getvalue().encode("utf-8")
 
     first = True
-    if hasattr(pages, "__aiter__"):
-        async for rows in pages:
-            await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
-            first = False
-    else:
-        for rows in pages:
-            await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
-            first = False
+    async for rows in pages:
+        await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
+        first = False
     if first and plan.table.header:
         await send({"type": "http.response.body", "body": lines([], True), "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _one_page(rows):
+    yield rows
 
 
 async def _stream_csv(datasette, db, plan, config, send):

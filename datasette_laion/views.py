@@ -59,10 +59,16 @@ async def start_site(datasette):
         compat.tune_jinja(datasette.jinja_env)
 
 
+def site_columns(datasette):
+    """The site columns the LAION database's source has (build_info
+    site_columns, read at start-up), or None (an older build: all of them)."""
+    return getattr(datasette, "_laion_site_columns", None)
+
+
 def safe_mode_threshold(datasette):
     """safe_mode_threshold, or None when safe mode has nothing to go on: the
     LAION database's source has no punsafe (its build_info site_columns)."""
-    columns = getattr(datasette, "_laion_site_columns", None)
+    columns = site_columns(datasette)
     if columns is not None and "punsafe" not in columns:
         return None
     return plugin_config(datasette)["safe_mode_threshold"]
