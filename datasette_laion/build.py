@@ -428,7 +428,8 @@ class _Builder:
         size = self.db_path.stat().st_size
         with self.steps.bar("checksum", size, unit="B") as bar:
             digest = build_db.sha256(self.db_path, bar.update)
-        inspect_data = {
+        inspect_data = build_db.other_inspect_entries(self.inspect_path, database_name(self.out))
+        inspect_data |= {
             database_name(self.out): {
                 "hash": digest,
                 "size": size,

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -139,6 +140,23 @@ def finish_tables(conn, state, checksums, rows):
         else:
             counts[table] = conn.execute(f"select count(*) from [{table}]").fetchone()[0]
     return counts
+
+
+def other_inspect_entries(path, name):
+    """The entries of an existing inspect file for databases other than
+    ``name`` whose files are still there (several databases built into one
+    folder share its inspect.json); {} when there is none or it is unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    def there(entry):
+        file = Path(str(entry.get("file") or ""))
+        return bool(entry.get("file")) and (file.is_file() or (Path(path).parent / file.name).is_file())
+
+    return {key: entry for key, entry in data.items() if key != name and isinstance(entry, dict) and there(entry)}
 
 
 def write_inspect(fd, data):

@@ -2,11 +2,13 @@
 
 Thin wrappers: each command parses options, calls the library, prints.
 """
+import atexit
 import faulthandler
 import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -190,53 +192,71 @@ def format_summary(result):
     return "\n".join(lines)
 
 
-def _serve_args(db, inspect_file, host, port, extra, metadata=None):
-    """The options of `datasette serve` that serve ``db`` (if any: else the
+def _serve_args(dbs, inspect_file, host, port, extra, metadata=None):
+    """The options of `datasette serve` that serve ``dbs`` (if any: else the
     metadata's database_path) as the site does."""
     args = ["-m", str(metadata or site.METADATA_PATH), "-h", host, "-p", str(port)]
-    if db is not None:
+    for db in reversed(dbs):
         args = ["-i", str(db)] + args
     if inspect_file is not None:
         args += ["--inspect-file", str(inspect_file)]
     return args + site.setting_args() + list(extra)
 
 
-def _find_inspect_file(db, inspect_file):
-    """The inspect file to serve with, warning when it does not fit ``db``."""
-    if db is None:  # the plugin configuration names the database and its inspect file
+def _find_inspect_file(dbs, inspect_file):
+    """The inspect file to serve ``dbs`` with: the one given, or the
+    inspect.json beside each database (merged into one temporary file when
+    they are several), warning when a database has no entry."""
+    if not dbs:  # the plugin configuration names the database and its inspect file
         if inspect_file is not None and not Path(inspect_file).exists():
             raise click.ClickException(f"{inspect_file}: inspect file not found")
         return inspect_file
-    path = Path(inspect_file) if inspect_file else Path(db).parent / "inspect.json"
-    if not path.exists():
-        if inspect_file:
-            raise click.ClickException(f"{path}: inspect file not found")
-        click.echo(f"Note: {path} not found; table counts will be computed at start-up "
-                   "(write one with `datasette laion build` or `datasette inspect`).", err=True)
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as ex:
-        raise click.ClickException(f"{path}: not a readable inspect file ({ex})") from None
-    name = Path(db).stem  # the name Datasette gives it (build.database_name)
-    if name not in data:
-        click.echo(f"Note: {path} has no entry for database {name!r}; counts will be computed.", err=True)
-    return path
-
-
-def _split_db(ctx, args, metadata):
-    """(DB or None, the other arguments): DB is the first argument unless it
-    is an option (as on Fly, where the metadata's database_path names it)."""
-    if args and not args[0].startswith("-"):
+    paths = [Path(inspect_file)] if inspect_file else list(dict.fromkeys(Path(db).parent / "inspect.json" for db in dbs))
+    merged = {}
+    for path in paths:
+        if not path.exists():
+            if inspect_file:
+                raise click.ClickException(f"{path}: inspect file not found")
+            continue
         try:
-            db = click.Path(exists=True, dir_okay=False, path_type=Path).convert(args[0], None, ctx)
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as ex:
+            raise click.ClickException(f"{path}: not a readable inspect file ({ex})") from None
+        for name, entry in data.items():
+            merged.setdefault(name, entry)
+    for db in dbs:
+        name = Path(db).stem  # the name Datasette gives it (build.database_name)
+        if name not in merged:
+            click.echo(f"Note: no inspect data for database {name!r} (inspect.json beside it); its counts "
+                       "will be computed at start-up (write one with `datasette laion build`).", err=True)
+    if not merged:
+        return None
+    if len(paths) == 1:
+        return paths[0]
+    fd, combined = tempfile.mkstemp(prefix="datasette-laion-inspect-", suffix=".json")
+    with os.fdopen(fd, "w") as fp:
+        json.dump(merged, fp)
+    atexit.register(lambda: Path(combined).unlink(missing_ok=True))
+    return Path(combined)
+
+
+def _split_dbs(ctx, args, metadata):
+    """(DBs, the other arguments): the leading arguments that are not
+    options (none, as on Fly, where the metadata's database_path names it)."""
+    dbs = []
+    for arg in args:
+        if arg.startswith("-"):
+            break
+        try:
+            dbs.append(click.Path(exists=True, dir_okay=False, path_type=Path).convert(arg, None, ctx))
         except click.BadParameter as ex:
             raise click.BadParameter(ex.message, ctx=ctx, param_hint="'DB'") from None
-        return db, list(args[1:])
+    if dbs:
+        return dbs, list(args[len(dbs):])
     if not site.configured_database_path(metadata or site.METADATA_PATH):
         raise click.UsageError("Missing argument 'DB' (or a --metadata file whose datasette-laion plugin "
                                "configuration has a database_path).", ctx=ctx)
-    return None, list(args)
+    return [], list(args)
 
 
 @laion.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -251,21 +271,24 @@ def _split_db(ctx, args, metadata):
                    f"at most {serving.MAX_DEFAULT_WORKERS}; 1: one process, as `datasette serve`)")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log every request (off: a busy public site spends its CPU on answers, not on logs)")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[DB] [SERVE_OPTIONS]...")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[DB]... [SERVE_OPTIONS]...")
 @click.pass_context
 def serve(ctx, inspect_file, metadata, host, port, workers, access_log, args):
-    """Serve a built database as the site is deployed: immutable, with its
-    inspect file, the project's metadata and settings, in several worker
-    processes. Other options go to `datasette serve`. Example:
+    """Serve built databases as the site is deployed: immutable, with their
+    inspect data, the project's metadata and settings, in several worker
+    processes. Several databases are served side by side, each with its own
+    search, and the home page lists them. Other options go to `datasette
+    serve`. Examples:
 
         datasette laion serve laion-aesthetic-6pls.db --port 8001
+        datasette laion serve pd12m.db laion-aesthetic-6pls.db
 
     Without DB, the database is the one the metadata's plugin configuration
     names (database_path), as on Fly.
     """
-    db, extra = _split_db(ctx, args, metadata)
-    serve_args = _serve_args(db, _find_inspect_file(db, inspect_file), host, port, extra, metadata)
-    if db is None and serving.parse_serve_args(serve_args).params["files"]:
+    dbs, extra = _split_dbs(ctx, args, metadata)
+    serve_args = _serve_args(dbs, _find_inspect_file(dbs, inspect_file), host, port, extra, metadata)
+    if not dbs and serving.parse_serve_args(serve_args).params["files"]:
         raise click.UsageError("DB goes first: datasette laion serve DB [SERVE_OPTIONS]...", ctx=ctx)
     serving.run(serve_args, workers=workers or serving.default_workers(), access_log=access_log,
                 explicit=workers is not None)
@@ -290,7 +313,7 @@ def demo(rows, directory, host, port, rebuild):
     metadata = db.parent / DEMO_METADATA
     metadata.write_text(json.dumps(site.demo_metadata(db.parent / DEMO_IMAGES), indent=2) + "\n")
     click.echo(f"Serving {db} on http://{host}:{port}/", err=True)
-    serving.run(_serve_args(db, db.parent / "inspect.json", host, port, (), metadata), workers=serving.default_workers(),
+    serving.run(_serve_args([db], db.parent / "inspect.json", host, port, (), metadata), workers=serving.default_workers(),
                 access_log=False)
 
 

@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 
 from datasette.utils import tilde_decode
 
-from . import render, search
-from .views import safe_mode_threshold, search_url_function, site_columns
+from . import render, search, sites
+from .views import safe_mode_threshold, search_url_function
 
 MORE_FROM_HOST = 12
 NAME_TABLES = {"artists": "artist", "celebrities": "celebrity", "characters": "character"}  # render.NAME_TABLES
@@ -160,16 +160,16 @@ async def context(datasette, request, database, config):
     if found is None:
         return {}
     row, host = found["row"], found["host"]
-    threshold, template = safe_mode_threshold(datasette), config["thumbnail_url"]
+    threshold, template = safe_mode_threshold(datasette, database), config["thumbnail_url"]
     descriptions = (datasette.table_metadata(database, "images") or {}).get("columns") or {}
     images_url = datasette.urls.table(database, "images")
-    search_url = search_url_function(datasette)
-    has = site_columns(datasette)  # the source's own columns (None: an older build, all of them)
+    search_url = search_url_function(datasette, database)
+    site = sites.get(datasette, database)
     scores = [
         {"name": name, "value": row.get(name), "shown": render.rounded(row.get(name)),
          "meaning": descriptions.get(name), "standing": _standing(name, row.get(name), found)}
         # the scores the source has (build_info site_columns; all of them in an older build)
-        for name in SCORES if name in row and (has is None or name in has)
+        for name in SCORES if name in row and site.has(name)
     ]
     extras = [
         {"name": name, "value": row.get(name), "url": render.safe_image_url(row.get(name)),

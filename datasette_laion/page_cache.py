@@ -15,6 +15,7 @@ has the header ``x-laion-cache: hit``. No other database's page is kept.
 """
 import collections
 
+from . import sites
 from .config import plugin_config
 
 CACHE_ENTRIES = 512  # responses kept per process, their bodies' bytes bounded by page_cache_mb
@@ -48,38 +49,36 @@ class PageCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.cache = collections.OrderedDict()
-        self._paths_for = None
+        self._paths_for = None  # the sites.sites() answer the paths are for
         self._pages = frozenset()
-        self._listing = None
+        self._listings = frozenset()
         self.hits = self.misses = 0
 
     def _known(self):
-        """(pages, listing prefix): the home page and the LAION database's
-        page, HTML and JSON; and that database's URL followed by a slash,
-        under which its table, view and canned-query pages are listings
-        (None while it is not served, or can change)."""
-        name = plugin_config(self.datasette)["database"]
-        db = self.datasette.databases.get(name)
-        if db is not self._paths_for:
+        """(pages, listing prefixes): the home page and each LAION database's
+        page, HTML and JSON; and each such database's URL followed by a
+        slash, under which its table, view and canned-query pages are
+        listings (none for a database that can change)."""
+        found = sites.sites(self.datasette)
+        if found is not self._paths_for:
             urls = self.datasette.urls
-            pages, listing = {urls.instance()}, None
-            if db is not None and not db.is_mutable:
-                pages.add(urls.database(name))
-                pages.add(urls.database(name, format="json"))
-                listing = (urls.database(name) + "/").encode("latin-1")
+            pages, listings = {urls.instance()}, set()
+            for name in found:
+                if not self.datasette.databases[name].is_mutable:
+                    pages.add(urls.database(name))
+                    pages.add(urls.database(name, format="json"))
+                    listings.add((urls.database(name) + "/").encode("latin-1"))
             self._pages = frozenset(p.encode("latin-1") for p in pages)
-            self._listing = listing
-            self._paths_for = db
-        return self._pages, self._listing
+            self._listings = frozenset(listings)
+            self._paths_for = found
+        return self._pages, self._listings
 
     @staticmethod
-    def _is_listing(path, listing):
+    def _is_listing(path, listings):
         """``/<db>/<table, view or canned query>`` or its ``.json``: one
-        segment under the LAION database (a row page has two)."""
-        if listing is None:
-            return False
+        segment under a LAION database (a row page has two)."""
         head, slash, name = path.rpartition(b"/")
-        if not name or head + slash != listing:
+        if not name or head + slash not in listings:
             return False
         _, dot, extension = name.partition(b".")  # Datasette tilde-encodes dots in names
         return not dot or extension == b"json"
@@ -95,9 +94,9 @@ class PageCache:
             return None
         path = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
         path = path.partition(b"?")[0]
-        pages, listing = self._known()
+        pages, listings = self._known()
         page = path in pages
-        if not page and not self._is_listing(path, listing):
+        if not page and not self._is_listing(path, listings):
             return None
         if _header(scope, b"cookie") is not None or _header(scope, b"authorization") is not None:
             return None  # someone's: their actor, messages, CSRF token

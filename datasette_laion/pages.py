@@ -16,10 +16,11 @@ from urllib.parse import quote, urlsplit
 
 from datasette.utils.asgi import Response
 
-from . import charts, functions, metrics, render, search
+from . import charts, functions, metrics, render, search, sites
 from .compat import QueryInterrupted
 from .config import plugin_config
-from .views import error_response, safe_mode_threshold
+from .profiles import SITE_COLUMNS
+from .views import error_response, plugin_page_url, safe_mode_threshold
 
 TOP = 20  # domains and registered domains on the statistics page
 EXAMPLES = 12  # images in the gallery of an answer
@@ -60,9 +61,21 @@ class InputError(Exception):
     """Input the page cannot answer: shown to the user with HTTP 400."""
 
 
-def _database(datasette):
-    name = plugin_config(datasette)["database"]
-    return name, datasette.databases.get(name)
+def _database(datasette, request):
+    """(name, Database or None) of the LAION database a page is about: the
+    one named by ``?database=``, else the first served (or, while none is,
+    the configured one, which is not uploaded yet)."""
+    asked = request.args.get("database")
+    found = sites.sites(datasette)
+    if asked:
+        if asked not in found:
+            raise InputError(f"database: {asked!r} is not one of the image databases served here "
+                             f"({', '.join(found) or 'none'})")
+        return asked, datasette.databases[asked]
+    if found:
+        name = next(iter(found))
+        return name, datasette.databases[name]
+    return plugin_config(datasette)["database"], None
 
 
 async def _unavailable(datasette, request, fmt, name):
@@ -100,7 +113,7 @@ def _read_stats(conn):
     return data
 
 
-def stats_data(raw, datasette, database):
+def stats_data(raw, datasette, database, site=None):
     """The statistics as JSON-able data (the JSON page, and the HTML page's
     context before the charts are drawn)."""
     info, figures = raw["info"], raw["figures"]
@@ -115,14 +128,16 @@ def stats_data(raw, datasette, database):
     }
     thresholds = []
     for key, (label, url) in threshold_labels.items():
+        if site is not None and not all(site.has(c) for c in ("punsafe", "pwatermark") if c in key):
+            continue  # a score the source does not have
         count = figures.get(key, info.get(key))
         if count is not None:
             thresholds.append({"key": key, "label": label, "count": count, "share": _share(count, total), "url": url})
     histograms = {}
     for name, metric in metrics.METRICS.items():
         buckets = raw["histograms"].get(name)
-        if buckets is None:
-            continue
+        if buckets is None or (site is not None and name in SITE_COLUMNS and not site.has(name)):
+            continue  # not counted, or a column the source does not have
         histograms[name] = {
             "title": metric.title,
             "label": metric.label,
@@ -226,18 +241,22 @@ def _charts(data):
 
 async def stats_page(request, datasette):
     fmt = "json" if request.url_vars.get("format") else "html"
-    database, db = _database(datasette)
+    try:
+        database, db = _database(datasette, request)
+    except InputError as ex:
+        return await error_response(datasette, request, fmt, 404, "Not found", str(ex))
     if db is None:
         return await _unavailable(datasette, request, fmt, database)
-    cached = getattr(datasette, "_laion_stats", None)
+    kept = datasette.__dict__.setdefault("_laion_stats", {})  # database name -> (db, data, charts)
+    cached = kept.get(database)
     if cached is None or cached[0] is not db:
         raw = await db.execute_fn(_read_stats)
-        cached = datasette._laion_stats = (db, stats_data(raw, datasette, database), None)
+        cached = kept[database] = (db, stats_data(raw, datasette, database, sites.get(datasette, database)), None)
     data = cached[1]
     if fmt == "json":
         return Response.json(data, default=str)
     if cached[2] is None:  # the charts, drawn once
-        cached = datasette._laion_stats = (db, data, _charts(data))
+        cached = kept[database] = (db, data, _charts(data))
     histograms, top = cached[2]
     html = await datasette.render_template(
         "laion_stats.html",
@@ -247,8 +266,9 @@ async def stats_page(request, datasette):
             "histograms": histograms,
             "top": top,
             "threshold": plugin_config(datasette)["safe_mode_threshold"],
-            "json_url": datasette.urls.path("-/laion/stats.json"),
-            "mywork_url": datasette.urls.path("-/laion/mywork"),
+            "site": sites.get(datasette, database),
+            "json_url": plugin_page_url(datasette, "-/laion/stats.json", database),
+            "mywork_url": plugin_page_url(datasette, "-/laion/mywork", database),
             "number": charts.number,
             "percent": charts.percent,
         },
@@ -387,7 +407,10 @@ def _site_answer(db, lookup):
 
 async def mywork_page(request, datasette):
     fmt = "json" if request.url_vars.get("format") else "html"
-    database, db = _database(datasette)
+    try:
+        database, db = _database(datasette, request)
+    except InputError as ex:
+        return await error_response(datasette, request, fmt, 404, "Not found", str(ex))
     if db is None:
         return await _unavailable(datasette, request, fmt, database)
     raw = request.args.get("q") or ""
@@ -410,7 +433,7 @@ async def mywork_page(request, datasette):
             return Response.json({"ok": False, "error": error, "status": status}, status=status)
         return Response.json(answer, default=str)
     config = plugin_config(datasette)
-    threshold = safe_mode_threshold(datasette)
+    threshold = safe_mode_threshold(datasette, database)
     for example in (answer or {}).get("examples", []):
         example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold,
                                             config["thumbnail_url"])
@@ -428,9 +451,13 @@ async def mywork_page(request, datasette):
             "cap": COUNT_CAP,
             "threshold": threshold,
             "percent": charts.percent,
-            "json_url": datasette.urls.path("-/laion/mywork.json") + (f"?q={quote(raw)}&kind={quote(kind)}" if answer else ""),
-            "stats_url": datasette.urls.path("-/laion/stats"),
+            "site": sites.get(datasette, database),
+            "several": len(sites.sites(datasette)) > 1,
+            "json_url": plugin_page_url(datasette, "-/laion/mywork.json", database,
+                                  **({"q": raw, "kind": kind} if answer else {})),
+            "stats_url": plugin_page_url(datasette, "-/laion/stats", database),
             "page_url": datasette.urls.path("-/laion/mywork"),
+            "page_query": ({"database": database} if len(sites.sites(datasette)) > 1 else {}),
         },
         request=request,
     )

@@ -6,7 +6,8 @@ the query string's pairs, what kind of page it asks for), and routed:
 * not a page of the LAION site (another database, an instance-wide page
   such as ``/-/plugins``, or any request while the plugin serves no LAION
   database): to Datasette, untouched;
-* a search or browsing page of the LAION ``images`` table: the fast search
+* a search or browsing page of a LAION database's ``images`` table (a LAION
+  database: one ``datasette laion build`` made, sites.py): the fast search
   (``search_view``);
 * a table, row, database or canned-query page of the LAION database: checked
   by the guard (``guard.decide``: refused with a 400 that says why,
@@ -23,11 +24,11 @@ from urllib.parse import parse_qsl, urlencode
 from datasette.utils import tilde_decode
 from datasette.utils.asgi import Request, Response
 
-from . import guard, search_view, tables
+from . import guard, search_view, sites, tables
 from .compat import MultiParams, urlsafe_components
 from .config import plugin_config, raw_plugin_config
 from .page_cache import PageCache
-from .views import error_response, robots_txt
+from .views import error_response, robots_txt, start_sites
 
 ROUTE_RE = re.compile(r"^/(?P<database>[^/.]+)(?:/(?P<table>[^/.]+))?(?:\.(?P<format>\w+))?$")
 ROW_RE = re.compile(r"^/(?P<database>[^/.]+)/(?P<table>[^/.]+)/(?P<pks>[^/]+?)(?:\.(?P<format>\w+))?$")
@@ -40,7 +41,7 @@ class Incoming:
     kind: str  # home, robots, allow-debug, bad-path, database, table, row
     path: str  # as requested (base_url included), without the query string
     pairs: tuple = ()  # the query string's (name, value) pairs
-    database: str = None  # the LAION database's name
+    database: str = None  # the name of the LAION database it is about
     table: str = None
     fmt: str = None  # None (HTML), "json", "csv", ...
     pks: str = None  # a row page's key(s)
@@ -63,36 +64,29 @@ class Incoming:
         return self.path + ("?" + urlencode(pairs) if pairs else "")
 
 
-def site_database(datasette, checked=True):
-    """(name, Database or None) of the LAION database, or None when the
-    plugin serves no LAION site here (the database is neither served nor
-    configured by ``database_path``). ``checked=False``: before start-up,
-    where a bad configuration is not this caller's to report."""
+def site_served(datasette, checked=True):
+    """Whether the plugin serves a LAION site here: a LAION database is
+    served (sites.py), or ``database_path`` configures one (perhaps not
+    uploaded yet). ``checked=False``: before start-up, where a bad
+    configuration is not this caller's to report."""
+    if sites.sites(datasette):
+        return True
     config = plugin_config(datasette) if checked else raw_plugin_config(datasette)
-    name = config["database"]
-    db = datasette.databases.get(name)
-    if db is None and config["database_path"] is None:
-        return None
-    return name, db
+    return config["database_path"] is not None
 
 
 def is_laion_page(datasette, database, view_name):
     """Whether a page Datasette renders belongs to the LAION site: a page of
-    its database, or its home page."""
-    site = site_database(datasette)
-    if site is None:
-        return False
-    return database == site[0] or (database is None and view_name == "index")
+    a LAION database, or the site's home page."""
+    if database is not None:
+        return sites.get(datasette, database) is not None
+    return view_name == "index" and site_served(datasette)
 
 
 def parse(datasette, scope):
     """The Incoming of a request to the LAION site, else None."""
-    if scope.get("type") != "http":
+    if scope.get("type") != "http" or not site_served(datasette):
         return None
-    site = site_database(datasette)
-    if site is None:
-        return None
-    name, db = site
     raw_path = scope.get("raw_path")
     full_path = raw_path.decode("latin-1").partition("?")[0] if raw_path else scope.get("path", "")
     path = full_path
@@ -101,39 +95,45 @@ def parse(datasette, scope):
         if not path.startswith(base_url):
             return None
         path = "/" + path[len(base_url):]
-    kind, table, fmt, pks = _classify(path, db)
+    kind, name, table, fmt, pks = _classify(path, datasette)
     if kind is None:
         return None
     pairs = tuple(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
     return Incoming(kind=kind, path=full_path, pairs=pairs, database=name, table=table, fmt=fmt, pks=pks)
 
 
-def _classify(path, db):
-    """(kind, table, format, keys) of a path (base_url removed), or Nones."""
-    nothing = (None, None, None, None)
+def _site_of(head, datasette):
+    """The name of the LAION database whose route is ``head`` (a path's
+    first segment, without a format), or None."""
+    routes = {datasette.databases[name].route: name for name in sites.sites(datasette)}
+    found = routes.get(head)
+    if found is None and head.isascii():  # tilde-encoded routes: compare decoded
+        found = routes.get(tilde_decode(head))
+    return found
+
+
+def _classify(path, datasette):
+    """(kind, database, table, format, keys) of a path (base_url removed),
+    or Nones when it is not a page of the LAION site."""
+    nothing = (None, None, None, None, None)
     if path == "/":
-        return "home", None, None, None
+        return "home", None, None, None, None
     if path == "/robots.txt":
-        return "robots", None, None, None
+        return "robots", None, None, None, None
     if path == "/-/allow-debug":
-        return "allow-debug", None, None, None
-    if db is None:
+        return "allow-debug", None, None, None, None
+    name = _site_of(path[1:].split("/", 1)[0].split(".", 1)[0], datasette)
+    if name is None:
         return nothing
-    prefix = "/" + db.route
-    if path != prefix and not path.startswith((prefix + "/", prefix + ".")):
-        # tilde-encoded routes: compare decoded
-        head = path[1:].split("/", 1)[0].split(".", 1)[0]
-        if not head.isascii() or tilde_decode(head) != db.route:
-            return nothing
     if not path.isascii():
-        return "bad-path", None, None, None  # Datasette decodes raw paths as ASCII: a 500
+        return "bad-path", name, None, None, None  # Datasette decodes raw paths as ASCII: a 500
     match = ROUTE_RE.match(path)
     if match:
         table = match.group("table")
-        return ("table" if table else "database"), tilde_decode(table) if table else None, match.group("format"), None
+        return ("table" if table else "database"), name, tilde_decode(table) if table else None, match.group("format"), None
     match = ROW_RE.match(path)
     if match:
-        return "row", tilde_decode(match.group("table")), match.group("format"), match.group("pks")
+        return "row", name, tilde_decode(match.group("table")), match.group("format"), match.group("pks")
     return nothing
 
 
@@ -168,6 +168,9 @@ class Pipeline:
                 return
             await self.app(scope, receive, send)
             return
+        if incoming.database is not None:  # a LAION database added after start-up: its templates
+            await datasette.invoke_startup()
+            await start_sites(datasette)
         if kind == "table" and search_view.wants_search(incoming, scope):
             await search_view.handle_safely(datasette, incoming, scope, receive, send)
             return

@@ -20,9 +20,10 @@ from typing import Optional
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import compat, render, search, tableapi
+from . import compat, render, search, sites, tableapi
 from .compat import QueryInterrupted
 from .config import plugin_config
+from .profiles import SITE_COLUMNS
 from .views import error_response, safe_mode_threshold
 
 TABLE = "images"
@@ -208,6 +209,7 @@ def _json_data(datasette, plan, result, columns, rows, database, next_url, query
         "allow_execute_sql": plan.allow_sql,
         "query_ms": query_ms,
         "order": result.order,
+        "stored_order": _site(datasette, database).info.get("order", "aesthetic desc"),  # what "best first" is
         "notes": result.notes + ([] if facets_exact else [facets_note()] if facets else []),
     }
     for key in ("source", "source_url", "license", "license_url"):  # as Datasette's JSON has them
@@ -215,6 +217,11 @@ def _json_data(datasette, plan, result, columns, rows, database, next_url, query
         if value:
             data[key] = value
     return data
+
+
+def _site(datasette, database):
+    """The searched database's Site (sites.py): the pipeline sends only LAION databases here."""
+    return sites.get(datasette, database)
 
 
 def facets_note():
@@ -289,8 +296,12 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
     # and domain ids are integers, which need no tilde-encoding.
     database, parsed = incoming.database, plan.search
     config = plugin_config(datasette)
-    threshold = safe_mode_threshold(datasette)
+    threshold = safe_mode_threshold(datasette, database)
+    site = _site(datasette, database)
     rows = [dict(zip(result.columns, row)) for row in result.rows]
+    # the HTML table leaves out the site columns the source does not fill (always empty), unless asked by _col
+    columns = plan.table.columns if "_col" in incoming.names else tuple(
+        c for c in plan.table.columns if c not in SITE_COLUMNS or site.has(c))
     urls = {
         "row": datasette.urls.table(database, TABLE) + "/",
         "domain": datasette.urls.table(database, "domain") + "/",
@@ -310,7 +321,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             for row in rows
         ]
     else:
-        writers = list(cell_writers(plan.table.columns, labels, urls, config, threshold).items())
+        writers = list(cell_writers(columns, labels, urls, config, threshold).items())
         table_body = Markup(
             "".join(
                 "<tr>" + "".join(f'<td class="col-{column}">{write(row)}</td>' for column, write in writers) + "</tr>\n"
@@ -327,7 +338,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             "search_mode": parsed.mode,
             "filters": list(parsed.filters),
             "other_filters": list(parsed.other_filters) + [("_where", w) for w in incoming.args.getlist("_where")],
-            "columns": plan.table.columns,
+            "columns": columns,
             "table_body": table_body,
             "row_count": len(rows),
             "gallery_items": gallery,
@@ -335,7 +346,8 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             "count_text": None if plan.table.nocount else _count_text(result) if parsed.query else None,
             "notes": result.notes + ([] if facets_exact or not facets else [facets_note()]),
             "facets": list(facets.values()),
-            "order": result.order,
+            "order": site.order_label if result.order == "best first" else result.order,
+            "site": site,
             "next_url": next_url,
             # without words, the table view is ours too (Datasette's own table
             # page answers one filter at a time)

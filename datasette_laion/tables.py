@@ -1,7 +1,7 @@
-"""What the guard needs to know about a table of the LAION database
+"""What the guard needs to know about a table of a LAION database
 (``guard.Table``), read from the database once and kept (it is immutable)."""
-import sqlite3
 
+from . import sites
 from .compat import table_counts_known
 from .guard import FTS_SHADOW_SUFFIXES, Table
 
@@ -36,8 +36,10 @@ async def describe(datasette, db, name, config):
     fts = bool(not is_view and (table_metadata.get("fts_table") or await db.fts_table(name)))
     sort = table_metadata.get("sort")
     sort_desc = table_metadata.get("sort_desc")
-    natural = "aesthetic" if name == "images" and "aesthetic" in columns and await _best_first(db) else None
-    browse = natural is not None and db.name == config["database"]  # search_view's browsing
+    site = sites.get(datasette, db.name)
+    # the column rowids run by, highest first (build_info order); images only
+    natural = site.best_first if site and name == "images" and site.best_first in columns else None
+    browse = natural is not None  # search_view's browsing
     big = not is_view and (count is None or count >= config["big_table_rows"])
     table = Table(
         name=name,
@@ -67,11 +69,3 @@ async def _guarded_names(db, config):
                 names.update(fts + suffix for suffix in FTS_SHADOW_SUFFIXES)
     return names
 
-
-async def _best_first(db):
-    """Whether the build stored images best first (build_info order)."""
-    try:
-        rows = (await db.execute("select value from build_info where key = 'order'")).rows
-    except sqlite3.Error:  # no build_info: not a database this project built
-        return False
-    return bool(rows) and rows[0][0] == "aesthetic desc"

@@ -4,7 +4,7 @@ Datasette looks for a template per database and per table before its own
 (``table-<db>-<table>.html``, ``_table-<db>-<table>.html``,
 ``row-<db>-<table>.html``: its documented custom template names, spelled
 with ``to_css_class``). ``LaionTemplates`` answers those names for the
-configured LAION database with the plugin's templates; every other name,
+LAION databases (sites.py) with the plugin's templates; every other name,
 and every name of every other database, goes to Datasette's own loader
 untouched. The plugin's template directory holds only ``laion_*`` names, so
 it overrides nothing of Datasette's.
@@ -32,13 +32,13 @@ class LaionTemplates(BaseLoader):
         self.names = {}
 
     def set_database(self, database, tables):
-        """Answer the template names of ``database``'s ``tables``."""
+        """Answer the template names of ``database``'s ``tables`` too."""
         db = to_css_class(database)
-        self.names = {
+        self.names.update({
             pattern.format(db=db, table=to_css_class(table)): template
             for table in tables
             for pattern, template in TABLE_TEMPLATES.items()
-        }
+        })
         if "images" in tables:  # the page of one image (image_page.py)
             self.names[f"row-{db}-images.html"] = "laion_image.html"
 

@@ -1,10 +1,11 @@
 """Routes the plugin adds, and opening the configured database."""
 import json
+from urllib.parse import urlencode
 
 from datasette.database import Database
 from datasette.utils.asgi import Response
 
-from . import compat, sample_images, templating
+from . import compat, sample_images, sites, templating
 from .compat import QueryInterrupted, add_inspect_data
 from .config import plugin_config
 from .functions import phrase_search_url, registrable_domain
@@ -39,47 +40,39 @@ def open_configured_database(datasette, config):
         datasette.remove_database("_memory")
 
 
-async def start_site(datasette):
-    """At start-up, once the LAION database is open: its templates, and the
-    speed-ups an immutable site allows (compat.py). Nothing when the plugin
-    serves no LAION database here."""
-    db = datasette.databases.get(plugin_config(datasette)["database"])
-    if db is None:
-        return
-    registrable_domain("example.com")  # load the suffix list now, not on a request
-    try:
-        found = (await db.execute("select value from build_info where key = 'site_columns'")).rows
-    except Exception:  # noqa: BLE001 (no build_info: a database this project did not build)
-        found = []
-    datasette._laion_site_columns = set(json.loads(found[0][0])) if found and found[0][0] else None
-    await templating.set_database(datasette.jinja_env, db)
-    if not db.is_mutable:
-        compat.keep_schema_answers(db)
-        compat.refresh_schemas_once(datasette)
-        compat.tune_jinja(datasette.jinja_env)
+async def start_sites(datasette):
+    """Once LAION databases are served (at start-up, and for one added later,
+    on its first request): their templates, and the speed-ups an immutable
+    site allows (compat.py). Each database once."""
+    started = datasette.__dict__.setdefault("_laion_started", set())
+    for name in sites.sites(datasette):
+        db = datasette.databases.get(name)
+        if db is None or db in started:
+            continue
+        started.add(db)
+        registrable_domain("example.com")  # load the suffix list now, not on a request
+        await templating.set_database(datasette.jinja_env, db)
+        if not db.is_mutable:
+            compat.keep_schema_answers(db)
+            compat.refresh_schemas_once(datasette)
+            compat.tune_jinja(datasette.jinja_env)
 
 
-def site_columns(datasette):
-    """The site columns the LAION database's source has (build_info
-    site_columns, read at start-up), or None (an older build: all of them)."""
-    return getattr(datasette, "_laion_site_columns", None)
-
-
-def safe_mode_threshold(datasette):
+def safe_mode_threshold(datasette, database):
     """safe_mode_threshold, or None when safe mode has nothing to go on: the
     LAION database's source has no punsafe (its build_info site_columns)."""
-    columns = site_columns(datasette)
-    if columns is not None and "punsafe" not in columns:
+    site = sites.get(datasette, database)
+    if site is not None and not site.safe_mode:
         return None
     return plugin_config(datasette)["safe_mode_threshold"]
 
 
-def search_url_function(datasette):
+def search_url_function(datasette, database):
     """The SQL function search_url(name): the path of the name's phrase search
-    on the images table, base_url included."""
+    on ``database``'s images table, base_url included."""
 
     def images_url():
-        return datasette.urls.table(plugin_config(datasette)["database"], "images")
+        return datasette.urls.table(database, "images")
 
     return phrase_search_url(images_url)
 
@@ -107,12 +100,12 @@ def handle_exception(datasette, request, exception):
     through). Other databases' errors are Datasette's to answer."""
     if not isinstance(exception, QueryInterrupted):
         return None
-    name = plugin_config(datasette)["database"]
-    if name not in datasette.databases:
-        return None
     path = request.path
-    prefix = datasette.urls.database(name)
-    if path != prefix and not path.startswith((prefix + "/", prefix + ".")):
+    for name in sites.sites(datasette):
+        prefix = datasette.urls.database(name)
+        if path == prefix or path.startswith((prefix + "/", prefix + ".")):
+            break
+    else:
         return None
     fmt = "json" if path.endswith(".json") else ("csv" if path.endswith(".csv") else None)
     limit = datasette.setting("sql_time_limit_ms")
@@ -126,11 +119,20 @@ async def home(datasette, request):
     (Datasette's index page lists every table of every database, ~40 SQL
     queries). Its JSON (``/.json``) is Datasette's own."""
     await datasette.ensure_permissions(request.actor, ["view-instance"])
-    config = plugin_config(datasette)
+    found = sites.sites(datasette)
+    listed = [
+        {"name": name, "title": site.title, "rows": site.rows, "order_label": site.order_label,
+         "order_short": site.order_short, "order_meaning": site.order_meaning, "best_first": site.best_first,
+         "safe_mode": site.safe_mode,
+         "stats_url": plugin_page_url(datasette, "-/laion/stats", name),
+         "mywork_url": plugin_page_url(datasette, "-/laion/mywork", name)}
+        for name, site in found.items()
+    ]
     html = await datasette.render_template(
         "laion_index.html",
         {
-            "laion_database": config["database"],
+            "laion_sites": listed,
+            "laion_database": listed[0]["name"] if listed else plugin_config(datasette)["database"],
             "laion_missing": getattr(datasette, "_laion_missing", None),
             "metadata": datasette.metadata(),
             "private": not await datasette.permission_allowed(None, "view-instance", default=True),
@@ -141,15 +143,25 @@ async def home(datasette, request):
     return Response.html(html)
 
 
+def plugin_page_url(datasette, path, database, **params):
+    """The URL of one of the plugin's pages (``-/laion/stats``) about
+    ``database``: with ``?database=`` when several LAION databases are served."""
+    if len(sites.sites(datasette)) > 1:
+        params = {"database": database, **params}
+    params = {k: v for k, v in params.items() if v is not None}
+    return datasette.urls.path(path) + ("?" + urlencode(params) if params else "")
+
+
 async def health(datasette):
     """Cheap, always 200 while the server runs: says whether the LAION
     database is being served or not uploaded yet."""
-    config = plugin_config(datasette)
+    found = list(sites.sites(datasette))
     missing = getattr(datasette, "_laion_missing", None)
     body = {
         "ok": True,
-        "database": config["database"],
-        "status": "not uploaded" if missing else ("ready" if config["database"] in datasette.databases else "absent"),
+        "database": found[0] if found else plugin_config(datasette)["database"],
+        "databases": found,
+        "status": "not uploaded" if missing else ("ready" if found else "absent"),
     }
     if missing:
         body["expected_at"] = missing
@@ -158,12 +170,13 @@ async def health(datasette):
 
 async def robots_txt(datasette):
     config = plugin_config(datasette)
-    name = config["database"]
-    # the database's path even while it is not there (not uploaded yet)
-    base = datasette.urls.database(name) if name in datasette.databases else datasette.urls.path(name)
+    # each LAION database's paths; the configured one's even while it is not there (not uploaded yet)
+    bases = [datasette.urls.database(name) for name in sites.sites(datasette)] or [
+        datasette.urls.path(config["database"])]
     lines = ["User-agent: *"]
-    for path in config["robots_disallow"]:
-        lines.append(f"Disallow: {base}{path}")
+    for base in bases:
+        for path in config["robots_disallow"]:
+            lines.append(f"Disallow: {base}{path}")
     lines.append("Disallow: /*?*_search=")
     return Response.text("\n".join(lines) + "\n")
 

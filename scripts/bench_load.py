@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchlib import ensure_plain_venv, free_port, pct  # noqa: E402 (scripts/ is on sys.path)
 
-from datasette_laion import functions, site  # noqa: E402
+from datasette_laion import functions, site, site_metadata  # noqa: E402
 
 DB = site.DATABASE_NAME
 SERVERS = ("ours", "plain", "capped", "before")
@@ -932,7 +932,7 @@ def main():
 
     settings = site.setting_args()
     workdir = tempfile.TemporaryDirectory()
-    plain_meta, plain_dropped = plain_metadata(site.metadata())
+    plain_meta, plain_dropped = plain_metadata(site_metadata.for_file(options.db, DB))  # what the plugin adds
     plain_meta_path = Path(workdir.name) / "plain-metadata.yml"
     plain_meta_path.write_text(yaml.safe_dump(plain_meta, sort_keys=False))
     results = {}

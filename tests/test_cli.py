@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from datasette.cli import cli as datasette_cli
 
-from datasette_laion import cli, site
+from datasette_laion import build, cli, sample, site
 
 
 def invoke(*args):
@@ -109,6 +109,51 @@ def test_serve_over_http(server, built):
         assert httpx.get(server + path).status_code == 200, path
     domains = httpx.get(server + "/laion-aesthetic-6pls/domain.json?_shape=array&_size=1").json()
     assert domains[0]["domain"] == "i.pinimg.com"
+
+
+def _serving(args):
+    """`datasette laion serve ARGS` in a process of its own: (process, base URL)."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "datasette_laion", "serve", *map(str, args), "-p", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(base + "/-/versions.json", timeout=1)
+            return process, base
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_serve_several_databases_side_by_side(tmp_path):
+    """Two builds into one folder share its inspect.json (the second keeps the
+    first's entry), and `serve a.db b.db` serves both, each with its counts
+    from it and its own search; the home page lists both."""
+    (tmp_path / "dbs").mkdir()
+    for name, profile in (("pd12m", "pd12m"), ("six", None)):
+        sample.generate(tmp_path / name, rows=800, files=1, seed=3, profile=profile)
+        build.build(tmp_path / "dbs" / f"{name}.db", [tmp_path / name], progress=False, workers=1)
+    inspect = json.loads((tmp_path / "dbs" / "inspect.json").read_text())
+    assert set(inspect) == {"pd12m", "six"}
+    inspect["pd12m"]["tables"]["domain"]["count"] = 4242  # counts come from here, not counted again
+    (tmp_path / "dbs" / "inspect.json").write_text(json.dumps(inspect))
+    process, base = _serving([tmp_path / "dbs" / "pd12m.db", tmp_path / "dbs" / "six.db"])
+    try:
+        databases = httpx.get(base + "/-/databases.json").json()
+        assert [d["name"] for d in databases] == ["pd12m", "six"]
+        home = httpx.get(base + "/").text
+        assert 'action="/pd12m/images"' in home and 'action="/six/images"' in home
+        tables = {t["name"]: t["count"] for t in httpx.get(base + "/pd12m.json").json()["tables"]}
+        assert tables["domain"] == 4242
+        for name in ("pd12m", "six"):
+            rows = httpx.get(f"{base}/{name}/images.json?_search=dog&_shape=array").json()
+            assert rows and all("dog" in r["text"].lower() for r in rows)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_serve_takes_counts_from_the_inspect_file(built, tmp_path):

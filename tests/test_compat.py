@@ -279,7 +279,7 @@ async def test_the_search_knows_the_actor(built):
     from datasette.app import Datasette
 
     metadata = site.metadata()
-    metadata["databases"][DB]["allow"] = {"id": "root"}
+    metadata["databases"] = {DB: {"allow": {"id": "root"}}}
     ds = Datasette(immutables=[str(built.path)], metadata=metadata, settings=site.settings())
     await ds.invoke_startup()
     path = f"/{DB}/images.json?_search=dog&_size=1"

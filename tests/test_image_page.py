@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 from markupsafe import escape
-from plain_datasette import plugin_unloaded
+from plain_datasette import plain_site, plugin_unloaded
 
 from datasette_laion import image_page, site
 
@@ -68,7 +68,7 @@ async def test_safe_mode_applies_to_the_large_image(ds, db):
 async def test_row_json_is_datasettes(built, db):
     rowid = a_row(db, "domain_id is not null")[0]
     with plugin_unloaded():
-        plain = site.make_datasette(built.path, built.inspect_path)
+        plain = plain_site(built)
         theirs = (await plain.client.get(f"/{DB}/images/{rowid}.json?_shape=objects")).json()
     ours = site.make_datasette(built.path, built.inspect_path)
     mine = (await ours.client.get(f"/{DB}/images/{rowid}.json?_shape=objects")).json()

@@ -167,7 +167,7 @@ async def test_home_robots_health(ds):
     robots = (await ds.client.get("/robots.txt")).text
     assert "Disallow: /laion-aesthetic-6pls/images\n" in robots
     health = (await ds.client.get("/-/laion/health")).json()
-    assert health == {"ok": True, "database": "laion-aesthetic-6pls", "status": "ready"}
+    assert health == {"ok": True, "database": "laion-aesthetic-6pls", "databases": ["laion-aesthetic-6pls"], "status": "ready"}
 
 
 @pytest.mark.asyncio

@@ -7,7 +7,7 @@ import io
 
 import pytest
 from datasette.app import Datasette
-from plain_datasette import plugin_unloaded
+from plain_datasette import plain_site, plugin_unloaded
 
 from datasette_laion import search, site
 
@@ -18,7 +18,7 @@ IMAGES = f"/{DB}/images"
 @pytest.fixture(scope="module")
 def plain(built):
     with plugin_unloaded():
-        return site.make_datasette(built.path, built.inspect_path)
+        return plain_site(built)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ async def test_html_page_honours_columns_labels_and_facets(ours):
 @pytest.mark.asyncio
 async def test_where_needs_execute_sql(built):
     metadata = site.metadata()
-    metadata["databases"][DB]["allow_sql"] = False
+    metadata["databases"] = {DB: {"allow_sql": False}}
     ds = Datasette(immutables=[str(built.path)], metadata=metadata, settings=site.settings())
     response = await ds.client.get(f"{IMAGES}.json?_search=dog&_where=width>1")
     assert response.status_code == 403 and "_where= is not allowed" in response.text
