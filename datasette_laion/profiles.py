@@ -68,6 +68,11 @@ class Profile:
     shown: tuple = ()  # extra columns worth showing on an image's page
     also: tuple = ()  # other datasets with the same schema
     notes: str = ""  # assumptions, where the published description left a choice
+    # Where the files are in the Hugging Face dataset ``source`` (scripts/fetch-data.sh): globs on
+    # their paths in the repo, "*" matching "/" too. hf_files: the metadata parquet files;
+    # hf_embeddings: the source's own embedding files, if it publishes them beside the metadata.
+    hf_files: str = "*.parquet"
+    hf_embeddings: str = None
 
     @property
     def mapped(self):
@@ -192,6 +197,8 @@ PROFILES = {
             shown=("license", "source", "mime_type"),
             notes="shards of 100,000 rows; id's type is not on the card (int64 assumed; a string is accepted too); "
             "no scores: stored in source order",
+            hf_files="metadata/*.parquet",
+            hf_embeddings="embeddings/*",
         ),
         Profile(
             name="coyo-700m",
@@ -226,6 +233,7 @@ PROFILES = {
             shown=("image_phash", "num_faces", "clip_similarity_vitl14", "nsfw_score_gantman"),
             notes="similarity: CLIP ViT-B/32, as LAION's; punsafe: OpenNSFW2's score (rows over 0.5 were removed "
             "by COYO); image_phash: 16 hex digits, as text (the card's type: string)",
+            hf_files="data/*.parquet",
         ),
         Profile(
             name="datacomp-1b",
@@ -252,6 +260,7 @@ PROFILES = {
             shown=("clip_l14_similarity_score", "face_bboxes", "sha256"),
             notes="similarity: CLIP ViT-B/32 (float32 assumed); face_bboxes (one [x1, y1, x2, y2] per face, "
             "relative) stored as JSON text",
+            hf_embeddings="*.npz",  # the CLIP embeddings of each row's image and text, one .npz per parquet file
         ),
         Profile(
             name="cc12m",

@@ -58,29 +58,41 @@ sha256() {
     if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1
     else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
-step "sha256 of $DB and $INSPECT"
+step "sha256 of $DB"
 DB_SHA=$(sha256 "$DB")
-INSPECT_SHA=$(sha256 "$INSPECT")
 DB_SIZE=$(wc -c < "$DB" | tr -d ' ')
-INSPECT_SIZE=$(wc -c < "$INSPECT" | tr -d ' ')
-# The inspect file must describe this very file, under the name the server
-# looks it up by; otherwise every page would count 12M rows again.
-"$PY" - "$INSPECT" "$DATABASE" "$DB_SHA" "$DB_SIZE" "$DB" <<'PY' || exit 1
+# The inspect file must describe this very file (its hash and size): its
+# entry under the name the server looks it up by, or under another name (a
+# database built as pd12m.db, or several built into one folder): then that
+# entry alone, keyed by the served name, is what goes up. Otherwise every
+# page would count the rows again.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/upload.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+"$PY" - "$INSPECT" "$DATABASE" "$DB_SHA" "$DB_SIZE" "$DB" "$WORK/inspect.json" <<'PY' || exit 1
 import json, sys
-path, name, sha, size, db = sys.argv[1:]
+path, name, sha, size, db, out = sys.argv[1:]
 try:
     data = json.load(open(path))
 except ValueError as ex:
     sys.exit(f"error: {path} is not an inspect file: {ex}")
-entry = data.get(name) if isinstance(data, dict) else None
+if not isinstance(data, dict):
+    sys.exit(f"error: {path} is not an inspect file: not a JSON object")
+entry = data.get(name)
 if not isinstance(entry, dict) or "tables" not in entry:
-    found = ", ".join(sorted(data)) if isinstance(data, dict) else "nothing"
-    sys.exit(f"error: {path} has no entry for database {name!r} (it has: {found}); "
-             f"build the database as {name}.db so that its inspect file is keyed by that name")
+    entry = next((e for e in data.values() if isinstance(e, dict) and "tables" in e and e.get("hash") == sha), None)
+    if entry is None:
+        found = ", ".join(sorted(data)) or "nothing"
+        sys.exit(f"error: {path} has no entry for database {name!r} nor for the file {db} (it has: {found}); "
+                 "give the inspect file that `datasette laion build` wrote beside it")
 if entry.get("hash") not in (None, sha) or entry.get("size") not in (None, int(size)):
     sys.exit(f"error: {path} was written for another database file than {db} "
              f"(its hash/size: {entry.get('hash')}/{entry.get('size')}, the file's: {sha}/{size})")
+with open(out, "w") as fp:
+    json.dump({name: entry}, fp, indent=2)
 PY
+INSPECT=$WORK/inspect.json
+INSPECT_SHA=$(sha256 "$INSPECT")
+INSPECT_SIZE=$(wc -c < "$INSPECT" | tr -d ' ')
 
 # 2. The machines.
 command -v "$FLYCTL" >/dev/null || die "$FLYCTL not found: install it (https://fly.io/docs/flyctl/install/) or set FLYCTL"

@@ -1,13 +1,12 @@
-"""The Fly deployment bundle: fly.toml, scripts/deploy.sh, scripts/upload.sh,
-scripts/fetch-data.sh.
+"""The Fly deployment bundle: fly.toml, scripts/deploy.sh, scripts/upload.sh
+(scripts/fetch-data.sh: tests/test_fetch_data.py, but for its usage line here).
 
 Nothing here talks to Fly or the internet: `flyctl` is tests/fakes/flyctl (it
 records its calls and plays the app, its volumes and machines), the server is
 the generated Dockerfile's own command run locally with a temporary directory
-as /data, and downloads come from a local HTTP server or a closed port.
+as /data.
 """
 import hashlib
-import http.server
 import json
 import os
 import re
@@ -16,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -172,8 +170,8 @@ def test_cmd_opens_the_database_once_through_the_plugin_config(dry_run):
     assert set(metadata.get("databases", {})) <= {DB_NAME}
     assert '"allow"' not in json.dumps(metadata)
     project = site.metadata()
-    assert metadata["title"] == project["title"]
-    assert metadata["databases"] == project["databases"]
+    assert metadata["about"] == project["about"]
+    assert metadata.get("databases") == project.get("databases")
     for key, value in (project.get("plugins") or {}).get("datasette-laion", {}).items():
         if key not in ("database_path", "inspect_file"):
             assert metadata["plugins"]["datasette-laion"][key] == value
@@ -504,6 +502,35 @@ def one_machine(fly, *machines):
     )
 
 
+class _UploadInspect(str):
+    """Equal to the path of the inspect file upload.sh writes for the upload."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and other.startswith(("/tmp/upload.", os.environ.get("TMPDIR", "/tmp"))) \
+            and other.endswith("/inspect.json")
+
+    __hash__ = str.__hash__
+
+
+ANY_UPLOAD_INSPECT = _UploadInspect("<upload.sh's inspect.json>")
+
+
+def test_upload_sends_the_entry_of_a_database_built_under_another_name(fly, built, tmp_path):
+    """pd12m.db, or several databases built into one folder: the entry whose
+    hash is this file's goes up, keyed by the served name."""
+    one_machine(fly)
+    db = tmp_path / "pd12m.db"
+    shutil.copy(built.path, db)
+    entry = json.loads(built.inspect_path.read_text())[DB_NAME]
+    inspect = tmp_path / "inspect.json"
+    inspect.write_text(json.dumps({"other": {**entry, "hash": "f" * 64}, "pd12m": entry}))
+    result = run("upload.sh", db, inspect, "--app", APP, env=fly.env)
+    assert result.returncode == 0, result.stderr
+    volume = fly.volume(MACHINE) / "laion"
+    assert sha256(volume / f"{DB_NAME}.db") == sha256(built.path)
+    assert json.loads((volume / "inspect.json").read_text()) == {DB_NAME: entry}
+
+
 def upload_calls(machine):
     def ssh(command):
         return ["ssh", "console", "--app", APP, "--machine", machine, "--quiet", "-C", command]
@@ -515,9 +542,10 @@ def upload_calls(machine):
             ssh(f"rm -f {db}.uploading {inspect}.uploading"),
             ssh("df -Pk /data/laion"),
         ],
-        "put": lambda local_db, local_inspect: [
+        "put": lambda local_db: [
             ["ssh", "sftp", "put", str(local_db), f"{db}.uploading", "--app", APP, "--machine", machine],
-            ["ssh", "sftp", "put", str(local_inspect), f"{inspect}.uploading", "--app", APP, "--machine", machine],
+            # the inspect entry of this file alone, keyed by the served name: a file of upload.sh's own
+            ["ssh", "sftp", "put", ANY_UPLOAD_INSPECT, f"{inspect}.uploading", "--app", APP, "--machine", machine],
         ],
         "check": [ssh(f"sha256sum {db}.uploading {inspect}.uploading")],
         "switch": [
@@ -535,13 +563,14 @@ def test_upload_puts_checks_moves_restarts(fly, built):
     argvs = fly.argvs()
     assert argvs[:-1] == (
         [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
-        + c["prepare"] + c["put"](built.path, built.inspect_path) + c["check"] + c["switch"]
+        + c["prepare"] + c["put"](built.path) + c["check"] + c["switch"]
     )
     assert "/-/laion/health" in argvs[-1][-1]  # it serves the new database after the restart
     volume = fly.volume(MACHINE) / "laion"
     assert sorted(p.name for p in volume.iterdir()) == sorted([f"{DB_NAME}.db", "inspect.json"])
     assert sha256(volume / f"{DB_NAME}.db") == sha256(built.path)
-    assert sha256(volume / "inspect.json") == sha256(built.inspect_path)
+    entry = json.loads(built.inspect_path.read_text())[DB_NAME]
+    assert json.loads((volume / "inspect.json").read_text()) == {DB_NAME: entry}
     assert fly.state["restarts"] == [MACHINE]
     assert result.stderr.endswith(f"Uploaded {built.path} (sha256 {sha256(built.path)}) to 1 machine(s) of {APP}.\n")
 
@@ -575,8 +604,8 @@ def test_upload_to_several_machines_switches_only_when_all_have_it(fly, built):
     first, second = (upload_calls(m) for m in machines)
     assert argvs == (
         [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
-        + first["prepare"] + first["put"](built.path, built.inspect_path) + first["check"]
-        + second["prepare"] + second["put"](built.path, built.inspect_path) + second["check"]
+        + first["prepare"] + first["put"](built.path) + first["check"]
+        + second["prepare"] + second["put"](built.path) + second["check"]
         + first["switch"] + second["switch"]
     )
     for machine in machines:
@@ -611,8 +640,8 @@ def test_upload_needs_a_machine(fly, built):
 @pytest.mark.parametrize("case,code,message", [
     ("missing db", 1, "error: {db}: no such file"),
     ("not sqlite", 1, "error: {db} is not an SQLite database"),
-    ("other key", 1, ("error: {inspect} has no entry for database 'laion-aesthetic-6pls' (it has: other); "
-                      "build the database as laion-aesthetic-6pls.db so that its inspect file is keyed by that name")),
+    ("other key", 1, ("error: {inspect} has no entry for database 'laion-aesthetic-6pls' nor for the file {db} "
+                      "(it has: other); give the inspect file that `datasette laion build` wrote beside it")),
     ("other file", 1, ("error: {inspect} was written for another database file than {db} "
                        "(its hash/size: {bad}/{size}, the file's: {sha}/{size})")),
     ("one argument", 2, "error: expected DB and INSPECT, got 1 argument(s)"),
@@ -627,7 +656,7 @@ def test_upload_checks_its_files_before_calling_fly(fly, built, tmp_path, case, 
     elif case == "not sqlite":
         db.write_bytes(b"not a database")
     elif case == "other key":
-        data = {"other": data[DB_NAME]}
+        data = {"other": {**data[DB_NAME], "hash": bad}}
     elif case == "other file":
         data[DB_NAME]["hash"] = bad
     inspect.write_text(json.dumps(data))
@@ -638,173 +667,3 @@ def test_upload_checks_its_files_before_calling_fly(fly, built, tmp_path, case, 
     assert result.stderr.splitlines()[-1 if code == 1 else -2] == expected
     assert fly.calls() == []
 
-
-# -- fetch-data.sh ----------------------------------------------------------
-
-def make_parquet_files(directory, sizes=(30_000, 20_000, 10_000)):
-    """Stand-ins for the parquet files (fetching never reads their content)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for i, size in enumerate(sizes):
-        name = f"train-{i:05d}-of-{len(sizes):05d}-{i:04x}beef.parquet"
-        data = os.urandom(size)
-        (directory / name).write_bytes(data)
-        files[name] = data
-    return files
-
-
-def test_fetch_from_a_local_directory_checks_sha256_files(tmp_path):
-    source = tmp_path / "mirror"
-    files = make_parquet_files(source / "data")
-    names = sorted(files)
-    (source / "data" / f"{names[0]}.sha256").write_text(f"{hashlib.sha256(files[names[0]]).hexdigest()}  {names[0]}\n")
-    (source / "SHA256SUMS").write_text(f"{hashlib.sha256(files[names[1]]).hexdigest()}  data/{names[1]}\n")
-    dest = tmp_path / "dest"
-    result = run("fetch-data.sh", "--source", source, dest)
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in dest.iterdir()) == names
-    for name, data in files.items():
-        assert (dest / name).read_bytes() == data
-    assert f"  {names[0]}: sha256 ok\n" in result.stderr
-    assert f"  {names[1]}: sha256 ok\n" in result.stderr
-    assert f"  {names[2]}: no checksum published for it: not verified\n" in result.stderr
-    assert "warning: the 6+ set was published as 7 files; this source has 3\n" in result.stderr
-    assert result.stderr.endswith(f"Fetched 3 file(s) of improved_aesthetics_6plus into {dest}. Next:\n"
-                                  f"  datasette laion build laion-aesthetic-6pls.db {dest}\n")
-    again = run("fetch-data.sh", "--source", source, dest)
-    assert again.returncode == 0 and again.stderr.count(": already there\n") == 3
-
-
-def test_fetch_refuses_a_file_with_the_wrong_sha256(tmp_path):
-    source = tmp_path / "mirror"
-    files = make_parquet_files(source, sizes=(1000, 2000))
-    bad, good = sorted(files)
-    (source / f"{bad}.sha256").write_text("0" * 64 + "\n")
-    dest = tmp_path / "dest"
-    result = run("fetch-data.sh", "--source", source, dest)
-    assert result.returncode == 1
-    assert f"error: {bad}: sha256 is {hashlib.sha256(files[bad]).hexdigest()}, expected {'0' * 64}\n" in result.stderr
-    assert result.stderr.endswith("error: 1 of 2 file(s) not fetched; DEST holds only complete, checked files. Run this again.\n")
-    assert sorted(p.name for p in dest.iterdir()) == [good]
-
-
-def test_fetch_from_an_unreachable_source_fails_fast_and_says_why(tmp_path):
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    start = time.monotonic()
-    result = run("fetch-data.sh", "--source", url, tmp_path / "dest", timeout=30)
-    assert time.monotonic() - start < 10
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"error: cannot reach {url} (curl: (7) ")
-    assert result.stderr.endswith(
-        "Check the network, or: LAION withdrew LAION-5B and the datasets made from it, LAION-Aesthetics included, "
-        "in December 2023; Re-LAION-5B (August 2024, https://laion.ai/blog/relaion-5b/) is its cleaned successor. "
-        "Give --source a mirror URL or a local directory that holds the parquet files.\n"
-    )
-    assert not (tmp_path / "dest").exists()
-
-
-class Mirror(http.server.ThreadingHTTPServer):
-    """A local HTTP server: {path: bytes}, with byte ranges; records requests."""
-
-    def __init__(self, routes):
-        self.routes = routes
-        self.requests = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):
-                self.requests.append((handler.path, handler.headers.get("Range")))
-                body = self.routes.get(handler.path)
-                if body is None:
-                    handler.send_error(404)
-                    return
-                start = 0
-                match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
-                if match:
-                    start = int(match.group(1))
-                    handler.send_response(206)
-                    handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    handler.send_response(200)
-                handler.send_header("Content-Length", str(len(body) - start))
-                handler.end_headers()
-                handler.wfile.write(body[start:])
-
-            def log_message(handler, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-@pytest.fixture
-def mirror():
-    servers = []
-
-    def start(routes):
-        server = Mirror(routes)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-def test_fetch_from_a_mirror_with_sha256sums(tmp_path, mirror):
-    files = make_parquet_files(tmp_path / "files", sizes=(5000, 7000))
-    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  data/{n}\n" for n, d in sorted(files.items()))
-    server = mirror({"/SHA256SUMS": sums.encode(), **{f"/data/{n}": d for n, d in files.items()}})
-    dest = tmp_path / "dest"
-    result = run("fetch-data.sh", "--source", server.url, dest)
-    assert result.returncode == 0, result.stderr
-    for name, data in files.items():
-        assert (dest / name).read_bytes() == data
-        assert f"  {name}: sha256 ok\n" in result.stderr
-
-
-def hugging_face_routes(files, subset="6plus"):
-    repo = f"ChristophSchuhmann/improved_aesthetics_{subset}"
-    tree = [{"type": "directory", "path": "data/extra", "oid": "1", "size": 0}] + [
-        {"type": "file", "path": f"data/{name}", "size": len(data), "oid": "abc",
-         "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}}
-        for name, data in sorted(files.items())
-    ]
-    return {
-        f"/api/datasets/{repo}/tree/main/data": json.dumps(tree).encode(),
-        **{f"/datasets/{repo}/resolve/main/data/{name}": data for name, data in files.items()},
-    }
-
-
-def test_fetch_from_a_hugging_face_endpoint_resumes_and_checks_lfs_sha256(tmp_path, mirror):
-    files = make_parquet_files(tmp_path / "files", sizes=(40_000, 3000))
-    server = mirror(hugging_face_routes(files, "6.5plus"))
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    first = min(files)
-    (dest / f"{first}.part").write_bytes(files[first][:25_000])  # a download that stopped half way
-    result = run("fetch-data.sh", "--subset", "6.5plus", "--source", server.url, dest)
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in dest.iterdir()) == sorted(files)
-    for name, data in files.items():
-        assert (dest / name).read_bytes() == data
-        assert f"  {name}: sha256 ok\n" in result.stderr
-    resolve = f"/datasets/ChristophSchuhmann/improved_aesthetics_6.5plus/resolve/main/data/{first}"
-    assert (resolve, "bytes=25000-") in server.requests
-
-
-def test_fetch_says_when_the_files_are_withdrawn(tmp_path, mirror):
-    server = mirror({})
-    result = run("fetch-data.sh", "--source", server.url, tmp_path / "dest")
-    assert result.returncode == 1
-    api = f"{server.url}/api/datasets/ChristophSchuhmann/improved_aesthetics_6plus/tree/main/data"
-    assert result.stderr.splitlines()[-1] == (
-        f"error: ChristophSchuhmann/improved_aesthetics_6plus is not available from {server.url} (HTTP 404 for {api}). "
-        "LAION withdrew LAION-5B and the datasets made from it, LAION-Aesthetics included, in December 2023; "
-        "Re-LAION-5B (August 2024, https://laion.ai/blog/relaion-5b/) is its cleaned successor. "
-        "Give --source a mirror URL or a local directory that holds the parquet files."
-    )
