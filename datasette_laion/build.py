@@ -138,16 +138,18 @@ def build(
     profile=None,
     min_aesthetic=None,
     max_punsafe=None,
+    min_similarity=None,
 ):
     """Build ``out`` from parquet ``inputs`` (files or directories); see the
     module docstring. ``workers``: processes that read the parquet files
     (default: 2, or 1 on one core). ``profile``: the name of the source
     profile (profiles.py) to read the files as (default: found from their
-    columns). ``min_aesthetic``, ``max_punsafe``: load only the rows with
-    aesthetic >= / punsafe <= the value (rowfilter.py). Returns a
+    columns). ``min_aesthetic``, ``max_punsafe``, ``min_similarity``: load
+    only the rows with aesthetic >= / punsafe <= / similarity >= the value
+    (rowfilter.py). Returns a
     BuildResult; raises BuildError (OUT unchanged)."""
     builder = _Builder(out, inspect_file, batch_size, sort_rows, progress, workers)
-    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe))
+    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe, min_similarity))
 
 
 class _Builder:
@@ -177,7 +179,7 @@ class _Builder:
         self.work = self.db_path = self.conn = self.checksums = self.inspect_tmp = None
         self.running = []
 
-    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None)):
+    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None, None)):
         with self.signals:
             return self._run(inputs, names_dir, exclude, profile, limits)
 

@@ -108,8 +108,10 @@ def write_sample_images(paths, images_dir, progress=True):
                    "`datasette laion profiles` lists them)")
 @click.option("--min-aesthetic", type=float, metavar="X", help="Load only rows with aesthetic >= X")
 @click.option("--max-punsafe", type=float, metavar="X", help="Load only rows with punsafe <= X")
+@click.option("--min-similarity", type=float, metavar="X", help="Load only rows with (CLIP) similarity >= X")
 @click.option("--silent", is_flag=True, help="No progress bars or summary")
-def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, min_aesthetic, max_punsafe, silent):
+def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, min_aesthetic, max_punsafe,
+          min_similarity, silent):
     """Build the SQLite database OUT from image-text parquet INPUTS.
 
     INPUTS are parquet files, or directories whose *.parquet files are read in
@@ -132,7 +134,7 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, mi
         result = build_module.build(
             out, inputs, names_dir=names_dir, exclude=exclude, inspect_file=inspect_file,
             batch_size=batch_size, progress=not silent, profile=profile,
-            min_aesthetic=min_aesthetic, max_punsafe=max_punsafe,
+            min_aesthetic=min_aesthetic, max_punsafe=max_punsafe, min_similarity=min_similarity,
         )
     except build_module.BuildError as ex:
         raise click.ClickException(f"{ex}\nNothing was written: {_unchanged(out)}") from None

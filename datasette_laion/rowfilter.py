@@ -1,4 +1,5 @@
-"""Row filters of the build (``--min-aesthetic X``, ``--max-punsafe X``):
+"""Row filters of the build (``--min-aesthetic X``, ``--max-punsafe X``,
+``--min-similarity X``):
 only rows that meet every condition are loaded.
 
 A condition is checked on the value as the database stores it (the float32
@@ -35,13 +36,15 @@ def _number(value):
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def conditions(min_aesthetic=None, max_punsafe=None):
+def conditions(min_aesthetic=None, max_punsafe=None, min_similarity=None):
     """The conditions the options ask for (none: an empty tuple)."""
     found = []
     if min_aesthetic is not None:
         found.append(Condition("aesthetic", ">=", float(min_aesthetic), "--min-aesthetic"))
     if max_punsafe is not None:
         found.append(Condition("punsafe", "<=", float(max_punsafe), "--max-punsafe"))
+    if min_similarity is not None:
+        found.append(Condition("similarity", ">=", float(min_similarity), "--min-similarity"))
     for condition in found:
         if not math.isfinite(condition.value):
             raise SourceError(f"{condition.option} {condition.value}: give a finite number")

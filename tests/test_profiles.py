@@ -313,6 +313,32 @@ def test_min_aesthetic_keeps_exactly_the_rows_at_or_over_it(tmp_path):
     assert conn.execute("select min(aesthetic) >= 6 from images").fetchone() == (1,)
 
 
+def test_min_similarity_keeps_exactly_the_rows_at_or_over_it(tmp_path):
+    """A DataComp source (no aesthetic score; stored by CLIP similarity)
+    filtered at similarity >= the median: exactly the rows pyarrow picks out,
+    and the site names the filter in the dataset's title."""
+    [path] = sample.generate(tmp_path / "in", rows=3_000, files=1, seed=6, profile="datacomp-1b")
+    similarity = _stored_scores(path, "clip_b32_similarity_score")
+    threshold = float(np.nanmedian(similarity))
+    uids = pq.read_table(path).column("uid").to_pylist()
+    wanted = {str(u) for u, s in zip(uids, similarity) if s >= threshold}
+    out = tmp_path / "datacomp.db"
+    code, stderr = run_build(out, path, "--min-similarity", threshold)
+    assert code == 0, stderr
+    conn = sqlite3.connect(out)
+    stored = conn.execute("select hash, similarity from images order by rowid").fetchall()
+    assert {h for h, _ in stored} == wanted
+    assert all(s >= threshold for _, s in stored)
+    assert [s for _, s in stored] == sorted((s for _, s in stored), reverse=True)  # best first: similarity
+    info = dict(conn.execute("select key, value from build_info"))
+    assert info["filter"].startswith("similarity >= ") and int(info["filtered_rows"]) == 3_000 - len(wanted)
+    from datasette_laion import sites
+    assert sites.from_file(out).title == f"DataComp-1B, {info['filter']}"
+    code, stderr = run_build(tmp_path / "pd12m.db", sample.generate(tmp_path / "pd", rows=500, profile="pd12m")[0],
+                             "--min-similarity", 0.3)
+    assert code != 0 and "has no similarity column; leave --min-similarity out" in stderr
+
+
 @pytest.fixture
 def sorted_file(tmp_path):
     """1,000 rows in 10 row groups, sorted by aesthetic score (from 4.5):
