@@ -531,25 +531,32 @@ def test_upload_sends_the_entry_of_a_database_built_under_another_name(fly, buil
     assert json.loads((volume / "inspect.json").read_text()) == {DB_NAME: entry}
 
 
-def upload_calls(machine):
+def upload_calls(machine, vectors=None):
+    """The calls of an upload to machine; vectors: the local vectors file
+    carried, or None (then the served one is removed in the switch)."""
     def ssh(command):
         return ["ssh", "console", "--app", APP, "--machine", machine, "--quiet", "-C", command]
 
     db, inspect = f"/data/laion/{DB_NAME}.db", "/data/laion/inspect.json"
+    vec = f"/data/laion/{DB_NAME}.vectors"
+    uploading = f"{db}.uploading {inspect}.uploading" + (f" {vec}.uploading" if vectors else "")
+    # vectors (or its removal) first, the database last: see upload.sh
+    first = f"mv -f {vec}.uploading {vec}" if vectors else f"rm -f {vec}"
     return {
         "prepare": [
             ssh("mkdir -p /data/laion"),
-            ssh(f"rm -f {db}.uploading {inspect}.uploading"),
+            ssh(f"rm -f {db}.uploading {inspect}.uploading {vec}.uploading"),  # leftovers, always all three
             ssh("df -Pk /data/laion"),
         ],
         "put": lambda local_db: [
             ["ssh", "sftp", "put", str(local_db), f"{db}.uploading", "--app", APP, "--machine", machine],
             # the inspect entry of this file alone, keyed by the served name: a file of upload.sh's own
             ["ssh", "sftp", "put", ANY_UPLOAD_INSPECT, f"{inspect}.uploading", "--app", APP, "--machine", machine],
-        ],
-        "check": [ssh(f"sha256sum {db}.uploading {inspect}.uploading")],
+        ] + ([["ssh", "sftp", "put", str(vectors), f"{vec}.uploading", "--app", APP, "--machine", machine]]
+             if vectors else []),
+        "check": [ssh(f"sha256sum {uploading}")],
         "switch": [
-            ssh(f"sh -c 'mv -f {inspect}.uploading {inspect} && mv -f {db}.uploading {db}'"),
+            ssh(f"sh -c '{first} && mv -f {inspect}.uploading {inspect} && mv -f {db}.uploading {db}'"),
             ["machine", "restart", machine, "--app", APP],
         ],
     }
@@ -617,9 +624,125 @@ def test_upload_removes_leftovers_of_an_interrupted_upload(fly, built):
     leftovers = fly.volume(MACHINE) / "laion"
     leftovers.mkdir(parents=True)
     (leftovers / f"{DB_NAME}.db.uploading").write_bytes(b"half a database")
+    (leftovers / f"{DB_NAME}.vectors.uploading").write_bytes(b"LAIONVEC half a vectors file")
     result = run("upload.sh", built.path, built.inspect_path, "--app", APP, env=fly.env)
     assert result.returncode == 0, result.stderr
     assert sha256(leftovers / f"{DB_NAME}.db") == sha256(built.path)
+    assert sorted(p.name for p in leftovers.iterdir()) == sorted([f"{DB_NAME}.db", "inspect.json"])
+
+
+# -- the similar-images vectors file (NAME.vectors beside NAME.db) -----------
+
+VECTORS_BYTES = b"LAIONVEC" + bytes(range(256)) * 4  # the magic; upload.sh reads no further
+
+
+@pytest.fixture
+def build_dir(built, tmp_path):
+    """A copy of the built database and its inspect file in a folder of its
+    own, as `datasette laion build` leaves them, with NAME.vectors beside."""
+    directory = tmp_path / "build"
+    directory.mkdir()
+    db = directory / f"{DB_NAME}.db"
+    shutil.copy(built.path, db)
+    shutil.copy(built.inspect_path, directory / "inspect.json")
+    (directory / f"{DB_NAME}.vectors").write_bytes(VECTORS_BYTES)
+    return directory
+
+
+def serve_previous(fly, machine=MACHINE):
+    """The volume of machine as a previous upload left it, vectors file too."""
+    served = fly.volume(machine) / "laion"
+    served.mkdir(parents=True)
+    (served / f"{DB_NAME}.db").write_bytes(b"SQLite format 3\x00 the previous database")
+    (served / "inspect.json").write_text("{}")
+    (served / f"{DB_NAME}.vectors").write_bytes(b"LAIONVEC the previous vectors")
+    return served
+
+
+def test_upload_carries_the_vectors_file_beside_the_database(fly, build_dir):
+    one_machine(fly)
+    serve_previous(fly)
+    db, vectors = build_dir / f"{DB_NAME}.db", build_dir / f"{DB_NAME}.vectors"
+    result = run("upload.sh", db, build_dir / "inspect.json", "--app", APP, env=fly.env)
+    assert result.returncode == 0, result.stderr
+    assert f"==> carrying {vectors} too, the vectors file beside {db} (--no-vectors to leave it out)\n" in result.stderr
+    c = upload_calls(MACHINE, vectors=vectors)
+    argvs = fly.argvs()
+    assert argvs[:-1] == (
+        [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
+        + c["prepare"] + c["put"](db) + c["check"] + c["switch"]
+    )
+    # one sha256sum for the three files, one command for the three renames, vectors first and the database last
+    [check] = [argv[-1] for argv in argvs if argv[-1].startswith("sha256sum ")]
+    assert len(check.split()) == 4 and check.split()[-1] == f"/data/laion/{DB_NAME}.vectors.uploading"
+    [switch] = [argv[-1] for argv in argvs if argv[-1].startswith("sh -c ")]
+    assert switch.count("mv -f ") == 3 and "rm " not in switch
+    assert switch.index(".vectors.uploading") < switch.index("inspect.json.uploading") < switch.index(".db.uploading")
+    served = fly.volume(MACHINE) / "laion"
+    assert sorted(p.name for p in served.iterdir()) == sorted([f"{DB_NAME}.db", "inspect.json", f"{DB_NAME}.vectors"])
+    assert (served / f"{DB_NAME}.vectors").read_bytes() == VECTORS_BYTES
+    assert sha256(served / f"{DB_NAME}.db") == sha256(db)
+    assert fly.state["restarts"] == [MACHINE]
+    assert result.stderr.endswith(
+        f"Uploaded {db} (sha256 {sha256(db)}) with {vectors} (sha256 {sha256(vectors)}) to 1 machine(s) of {APP}.\n")
+
+
+def test_upload_without_vectors_removes_the_served_one(fly, build_dir):
+    one_machine(fly)
+    served = serve_previous(fly)
+    db = build_dir / f"{DB_NAME}.db"
+    result = run("upload.sh", db, build_dir / "inspect.json", "--no-vectors", "--app", APP, env=fly.env)
+    assert result.returncode == 0, result.stderr
+    assert "==> no vectors file carried (--no-vectors): a served one, the previous database's, is removed\n" in result.stderr
+    c = upload_calls(MACHINE)
+    assert fly.argvs()[:-1] == (
+        [["ssh", "sftp", "put", "--help"], ["machine", "list", "--app", APP, "--json"]]
+        + c["prepare"] + c["put"](db) + c["check"] + c["switch"]
+    )
+    assert sorted(p.name for p in served.iterdir()) == sorted([f"{DB_NAME}.db", "inspect.json"])
+    assert sha256(served / f"{DB_NAME}.db") == sha256(db)
+    assert result.stderr.endswith(f"Uploaded {db} (sha256 {sha256(db)}) to 1 machine(s) of {APP}.\n")
+
+
+def test_upload_refuses_a_corrupt_vectors_file_and_moves_nothing(fly, build_dir, tmp_path):
+    """The database and inspect file arrive intact, the vectors file (named by
+    --vectors) does not: nothing is moved, nothing removed, no restart."""
+    one_machine(fly)
+    served = serve_previous(fly)
+    vectors = tmp_path / "elsewhere.vectors"
+    vectors.write_bytes(VECTORS_BYTES)
+    # A flyctl whose sftp put of the vectors file flips its last byte on the machine
+    # (FAKE_FLY_SHA256=wrong would fail the database's digest first).
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    (wrapper / "flyctl").write_text(f"""#!/bin/sh
+"{FAKES / 'flyctl'}" "$@" || exit $?
+case "$*" in
+    "ssh sftp put "*.vectors.uploading*)
+        for f in "$FAKE_FLY_STATE"/volumes/*/laion/*.vectors.uploading; do
+            python3 -c 'import sys; p = sys.argv[1]; b = open(p, "rb").read(); open(p, "wb").write(b[:-1] + bytes([b[-1] ^ 1]))' "$f"
+        done ;;
+esac
+""")
+    (wrapper / "flyctl").chmod(0o755)
+    env = {**fly.env, "PATH": f"{wrapper}{os.pathsep}{FAKE_PATH}"}
+    result = run("upload.sh", build_dir / f"{DB_NAME}.db", build_dir / "inspect.json", "--vectors", vectors,
+                 "--app", APP, env=env)
+    assert result.returncode == 1
+    corrupt = hashlib.sha256(VECTORS_BYTES[:-1] + bytes([VECTORS_BYTES[-1] ^ 1])).hexdigest()
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {MACHINE}: sha256 of /data/laion/{DB_NAME}.vectors.uploading is {corrupt}, expected {sha256(vectors)}: "
+        "the upload is corrupt. Nothing was moved; the site serves the previous database. Run this again."
+    )
+    argvs = fly.argvs()
+    assert ["ssh", "sftp", "put", str(vectors), f"/data/laion/{DB_NAME}.vectors.uploading", "--app", APP,
+            "--machine", MACHINE] in argvs
+    assert not any(re.search(r"\b(mv|sh -c)\b", argv[-1]) for argv in argvs if argv[:2] == ["ssh", "console"])
+    assert not any(argv[:2] == ["machine", "restart"] for argv in argvs)
+    assert (served / f"{DB_NAME}.db").read_bytes() == b"SQLite format 3\x00 the previous database"
+    assert (served / "inspect.json").read_text() == "{}"
+    assert (served / f"{DB_NAME}.vectors").read_bytes() == b"LAIONVEC the previous vectors"
+    assert sorted(p.name for p in served.iterdir()) == sorted([f"{DB_NAME}.db", "inspect.json", f"{DB_NAME}.vectors"])
 
 
 def test_upload_needs_a_flyctl_with_sftp_put(fly, built):
@@ -645,9 +768,14 @@ def test_upload_needs_a_machine(fly, built):
     ("other file", 1, ("error: {inspect} was written for another database file than {db} "
                        "(its hash/size: {bad}/{size}, the file's: {sha}/{size})")),
     ("one argument", 2, "error: expected DB and INSPECT, got 1 argument(s)"),
+    ("missing vectors", 1, "error: {vectors}: no such file"),
+    ("not vectors", 1, "error: {vectors} is not a vectors file written by datasette laion build"),
+    ("short vectors", 1, "error: {vectors} is not a vectors file written by datasette laion build"),
+    ("vectors and none", 2, "error: --vectors and --no-vectors exclude each other"),
 ])
 def test_upload_checks_its_files_before_calling_fly(fly, built, tmp_path, case, code, message):
     db, inspect = tmp_path / "laion.db", tmp_path / "inspect.json"
+    vectors = tmp_path / "laion.vectors"  # beside laion.db: carried unless --no-vectors
     shutil.copy(built.path, db)
     data = json.loads(built.inspect_path.read_text())
     bad = "f" * 64
@@ -659,11 +787,22 @@ def test_upload_checks_its_files_before_calling_fly(fly, built, tmp_path, case, 
         data = {"other": {**data[DB_NAME], "hash": bad}}
     elif case == "other file":
         data[DB_NAME]["hash"] = bad
+    elif case == "missing vectors":
+        vectors = tmp_path / "named.vectors"
+    elif case == "not vectors":
+        vectors.write_bytes(b"\x00\x93NUMPY" + bytes(100))  # found beside the database, so checked
+    elif case == "short vectors":
+        vectors.write_bytes(b"LAIONVE")
     inspect.write_text(json.dumps(data))
     args = [db] if case == "one argument" else [db, inspect]
+    if case == "missing vectors":
+        args += ["--vectors", vectors]
+    elif case == "vectors and none":
+        args += ["--vectors", vectors, "--no-vectors"]
     result = run("upload.sh", *args, "--app", APP, env=fly.env)
     assert result.returncode == code
-    expected = message.format(db=db, inspect=inspect, bad=bad, size=built.path.stat().st_size, sha=sha256(built.path))
+    expected = message.format(db=db, inspect=inspect, vectors=vectors, bad=bad, size=built.path.stat().st_size,
+                              sha=sha256(built.path))
     assert result.stderr.splitlines()[-1 if code == 1 else -2] == expected
     assert fly.calls() == []
 
