@@ -20,6 +20,7 @@ from . import (
     pages,
     pipeline,
     render,
+    similar,
     site_metadata,
     sites,
     templating,
@@ -122,6 +123,8 @@ def register_routes(datasette):
         (r"^/-/laion/mywork(?P<format>\.json)?$", pages.mywork_page),
         (r"^/-/laion/sample-image$", views.sample_image),  # the demo's thumbnails (sample_images.py)
         (r"^/-/laion/sample-images/(?P<name>[^/]+)$", views.sample_image_by_name),
+        # images like one image (an image database with a vectors file; 404 elsewhere)
+        (r"^/(?P<database>[^/]+)/images/(?P<rowid>[0-9]{1,18})/similar(?P<format>\.json)?$", similar.page),
     ]
     if pipeline.site_served(datasette, checked=False):
         routes.append((r"^/$", views.home))  # the LAION site's home page; Datasette's elsewhere

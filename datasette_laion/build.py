@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import build_db, rowfilter, sql, stats
+from . import build_db, build_vectors, embeddings, rowfilter, sql, stats, vector_index
 from .build_workers import Signals, Steps, Worker, WorkerError, remove_stale_work_dirs, wait_all
 from .exclude import load_exclusions
 from .functions import registrable_domain
@@ -72,6 +72,13 @@ class BuildResult:
     profile: str = None  # the source profile(s) the files were read as
     filter: str = None  # the row filter ("aesthetic >= 6"), None: every row
     filtered: int = 0  # rows the filter left out
+    vectors: Path = None  # the vectors file written beside the database (--embeddings)
+    vector_facts: dict = None  # its build_info facts: index, near-duplicates
+
+
+def vectors_path(path):
+    """The vectors file of a database: NAME.vectors beside NAME.db."""
+    return Path(path).with_suffix(".vectors")
 
 
 def database_name(path):
@@ -88,6 +95,7 @@ class _Plan:
     names: dict
     exclusions: object  # exclude.Exclusions (each list counts the rows it removes)
     notes: list
+    embeddings: list = ()  # embeddings.EmbeddingFile, one per source file (--embeddings)
 
     def __post_init__(self):
         self.profiles = source_profiles(self.sources)
@@ -139,6 +147,8 @@ def build(
     min_aesthetic=None,
     max_punsafe=None,
     min_similarity=None,
+    embeddings=(),
+    exact_below=None,
 ):
     """Build ``out`` from parquet ``inputs`` (files or directories); see the
     module docstring. ``workers``: processes that read the parquet files
@@ -146,10 +156,13 @@ def build(
     profile (profiles.py) to read the files as (default: found from their
     columns). ``min_aesthetic``, ``max_punsafe``, ``min_similarity``: load
     only the rows with aesthetic >= / punsafe <= / similarity >= the value
-    (rowfilter.py). Returns a
+    (rowfilter.py). ``embeddings``: paths of embedding files aligned with the
+    parquet files (embeddings.py): NAME.vectors is written beside OUT
+    (vector_index.py; ``exact_below``: rows under which it has no index). Returns a
     BuildResult; raises BuildError (OUT unchanged)."""
     builder = _Builder(out, inspect_file, batch_size, sort_rows, progress, workers)
-    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe, min_similarity))
+    builder.exact_below = vector_index.EXACT_BELOW if exact_below is None else exact_below
+    return builder.run(inputs, names_dir, exclude, profile, (min_aesthetic, max_punsafe, min_similarity), embeddings)
 
 
 class _Builder:
@@ -179,13 +192,13 @@ class _Builder:
         self.work = self.db_path = self.conn = self.checksums = self.inspect_tmp = None
         self.running = []
 
-    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None, None)):
+    def run(self, inputs, names_dir, exclude, profile=None, limits=(None, None, None), embeddings=()):
         with self.signals:
-            return self._run(inputs, names_dir, exclude, profile, limits)
+            return self._run(inputs, names_dir, exclude, profile, limits, embeddings)
 
-    def _run(self, inputs, names_dir, exclude, profile, limits):
+    def _run(self, inputs, names_dir, exclude, profile, limits, embeddings):
         with self.steps.timed("check"):
-            plan = self.check(inputs, names_dir, exclude, profile, limits)
+            plan = self.check(inputs, names_dir, exclude, profile, limits, embeddings)
         remove_stale_work_dirs(self.out)
         self.work = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
         self.db_path = self.work / "build.db"
@@ -211,6 +224,8 @@ class _Builder:
                 self.copy_fts(loaded.rows)
             with self.steps.timed("names"):
                 name_counts = self.count_names(plan.names)
+            with self.steps.timed("embeddings"):
+                vector_facts = self.embed(plan, loaded)
             with self.steps.timed("finish"):
                 size = self.finish(plan, loaded)
             self.steps.timings["total"] = time.perf_counter() - self.started
@@ -221,6 +236,7 @@ class _Builder:
                 excluded=loaded.excluded, exclusions=plan.exclusions.summary(), names=name_counts, size=size,
                 timings=self.steps.timings, notes=plan.notes, profile=", ".join(p.name for p in plan.profiles),
                 filter=rowfilter.describe(plan.conditions), filtered=loaded.filtered,
+                vectors=vectors_path(self.out) if vector_facts else None, vector_facts=vector_facts,
             )
         except SourceError as ex:
             raise BuildError(str(ex)) from None
@@ -275,17 +291,18 @@ class _Builder:
                 shutil.rmtree(self.work, ignore_errors=True)
 
     # 1. check: everything is read and validated before anything is written.
-    def check(self, inputs, names_dir, exclude, profile, limits):
+    def check(self, inputs, names_dir, exclude, profile, limits, embedding_paths=()):
         try:
             conditions = rowfilter.conditions(*limits)
             sources = open_sources(inputs, profile)
             rowfilter.check(conditions, sources)
+            vectors = embeddings.aligned(embedding_paths, sources) if embedding_paths else []
             names, notes = load_names(names_dir)
             exclusions = load_exclusions(exclude)
         except (SourceError, NamesError) as ex:
             raise BuildError(str(ex)) from None
         self.checksums = stats.Checksums([s.path for s in sources])  # on a thread, meanwhile
-        return _Plan(sources, conditions, names, exclusions, list(notes))
+        return _Plan(sources, conditions, names, exclusions, list(notes), vectors)
 
     # 2. scan: the sort key of every row kept, to cut the sort into buckets.
     def scan(self, plan):
@@ -420,6 +437,16 @@ class _Builder:
         with self.steps.bar("name counts", total, unit="names") as bar:
             return build_db.count_names(self.conn, names, bar.update)
 
+    # Embeddings (--embeddings): the vectors file and the near-duplicates.
+    def embed(self, plan, loaded):
+        if not plan.embeddings:
+            return None
+        with self.signals.held():
+            facts = build_vectors.run(self.work / "vectors", plan.embeddings, loaded.buckets, self.conn,
+                                      self.steps.bar, self.exact_below)
+        build_db.insert_facts(self.conn, facts)
+        return facts
+
     # 6. finish: statistics for the planner, inspect data, rename into place.
     def finish(self, plan, loaded):
         counts = build_db.finish_tables(self.conn, loaded.stats, self.checksums.result(), loaded.rows)
@@ -445,6 +472,11 @@ class _Builder:
         build_db.write_inspect(fd, inspect_data)
         # Both or neither: a Ctrl-C from here on is too late to stop the build.
         with self.signals.held(swallow=True):
+            vectors = self.work / "vectors"
+            if vectors.exists():
+                os.replace(vectors, vectors_path(self.out))
+            else:  # a previous build's: it does not belong to this database
+                vectors_path(self.out).unlink(missing_ok=True)
             os.replace(self.db_path, self.out)
             os.replace(self.inspect_tmp, self.inspect_path)
             self.inspect_tmp = None

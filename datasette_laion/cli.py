@@ -52,18 +52,25 @@ def laion():
 @click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write a small picture for each row's URL into this directory (a quarter get none, "
                    "as a quarter of LAION's images are gone), for the site's sample_images_dir")
+@click.option("--embeddings", "embeddings_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write CLIP-like image embeddings into this directory: img_emb_NNNN.npy (float16, 768-d) "
+                   "for the NNNN-th parquet file, row for row, clustered by the captions' topics; a URL seen "
+                   "twice gets near-duplicates, and ~2% more are planted (listed in planted_near_duplicates.json)")
 @click.option("--silent", is_flag=True, help="No progress bar")
-def sample(outdir, rows, files, seed, profile, aesthetic_from, images_dir, silent):
+def sample(outdir, rows, files, seed, profile, aesthetic_from, images_dir, embeddings_dir, silent):
     """Write generated parquet files with the exact schema of a source:
     LAION-Aesthetics v2 by default, or any other profile's.
 
     Realistic domains, captions, names and scores, plus the awkward rows real
     data has (null captions, odd URLs, markup), and each profile's own
-    columns. Examples:
+    columns. With --images and --embeddings, pictures and vectors that
+    follow the captions' topics, for the demo and for similar images.
+    Examples:
 
     \b
         datasette laion sample /tmp/laion --rows 1000000 --files 7
         datasette laion sample /tmp/pd12m --profile pd12m --rows 200000 --files 2
+        datasette laion sample /tmp/s --images /tmp/s/images --embeddings /tmp/s/embeddings
     """
     from tqdm import tqdm
 
@@ -78,6 +85,11 @@ def sample(outdir, rows, files, seed, profile, aesthetic_from, images_dir, silen
         written, without = write_sample_images(paths, images_dir, progress=not silent)
         if not silent:
             click.echo(f"{written:,} images in {images_dir} ({without:,} rows have none)", err=True)
+    if embeddings_dir is not None:
+        written, planted = write_sample_embeddings(paths, embeddings_dir, seed, progress=not silent)
+        if not silent:
+            click.echo(f"{rows:,} embeddings in {embeddings_dir} ({len(written)} img_emb_*.npy files, "
+                       f"{len(planted):,} planted near-duplicates)", err=True)
 
 
 def write_sample_images(paths, images_dir, progress=True):
@@ -90,6 +102,19 @@ def write_sample_images(paths, images_dir, progress=True):
     with tqdm(total=sample_images.count_rows(paths), desc="images", unit="rows", unit_scale=True,
               disable=not progress, file=sys.stderr) as bar:
         return sample_images.write_images(sample_images.parquet_rows(paths), images_dir, progress=bar.update)
+
+
+def write_sample_embeddings(paths, embeddings_dir, seed, progress=True):
+    """The embeddings of the rows of parquet ``paths`` into ``embeddings_dir``,
+    with a progress bar: (the .npy paths, the planted near-duplicate pairs)."""
+    from tqdm import tqdm
+
+    from . import sample_images, sample_vectors
+
+    with tqdm(total=sample_images.count_rows(paths), desc="embeddings", unit="rows", unit_scale=True,
+              disable=not progress, file=sys.stderr) as bar:
+        return sample_vectors.write_embeddings(paths, embeddings_dir, sample_vectors.Shape(seed=seed),
+                                               progress=bar.update)
 
 
 @laion.command()
@@ -109,9 +134,12 @@ def write_sample_images(paths, images_dir, progress=True):
 @click.option("--min-aesthetic", type=float, metavar="X", help="Load only rows with aesthetic >= X")
 @click.option("--max-punsafe", type=float, metavar="X", help="Load only rows with punsafe <= X")
 @click.option("--min-similarity", type=float, metavar="X", help="Load only rows with (CLIP) similarity >= X")
+@click.option("--embeddings", "embeddings", multiple=True, type=click.Path(exists=True, path_type=Path),
+              metavar="PATH", help="Image embeddings aligned with INPUTS (.npy, .npz or parquet files, or a directory "
+                                   "of them): writes OUT's vectors file, for similar images. Repeatable.")
 @click.option("--silent", is_flag=True, help="No progress bars or summary")
 def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, min_aesthetic, max_punsafe,
-          min_similarity, silent):
+          min_similarity, embeddings, silent):
     """Build the SQLite database OUT from image-text parquet INPUTS.
 
     INPUTS are parquet files, or directories whose *.parquet files are read in
@@ -135,6 +163,7 @@ def build(out, inputs, names_dir, exclude, inspect_file, batch_size, profile, mi
             out, inputs, names_dir=names_dir, exclude=exclude, inspect_file=inspect_file,
             batch_size=batch_size, progress=not silent, profile=profile,
             min_aesthetic=min_aesthetic, max_punsafe=max_punsafe, min_similarity=min_similarity,
+            embeddings=embeddings,
         )
     except build_module.BuildError as ex:
         raise click.ClickException(f"{ex}\nNothing was written: {_unchanged(out)}") from None
@@ -187,6 +216,13 @@ def format_summary(result):
     for table, count in result.names.items():
         lines.append(f"  {table + ':':<13}{count:,} names")
     lines.append(f"  inspect:     {result.inspect_path} (database name {result.database_name!r})")
+    if result.vectors is not None:
+        facts = result.vector_facts
+        lines.append(f"  vectors:     {result.vectors} ({result.vectors.stat().st_size / 1e6:,.1f} MB, "
+                     f"{facts['vectors_dim']}-d; {facts['vectors_index']})")
+        lines.append(f"  near-dups:   {facts['near_duplicate_rows']:,} rows with a near-duplicate (cosine >= "
+                     f"{facts['near_duplicate_threshold']}), {facts['near_duplicate_clusters']:,} clusters, "
+                     f"{facts['near_duplicate_copies']:,} copies beyond each cluster's first")
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items() if k != "total")
     lines.append(f"  steps:       {steps}")
     for note in result.notes:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from datasette.utils import tilde_decode
 
-from . import render, search, sites
+from . import render, search, similar, sites
 from .views import safe_mode_threshold, search_url_function
 
 MORE_FROM_HOST = 12
@@ -209,5 +209,25 @@ async def context(datasette, request, database, config):
                 "name": host["registered_domain"], "images": host["registered_domain_images"],
                 "url": datasette.urls.row(database, "registered_domain", str(host["registered_domain_id"])),
             }
+    page["similar"] = await _similar(datasette, database, rowid, threshold, template)
     return {"laion_image": page}
+
+
+async def _similar(datasette, database, rowid, threshold, template):
+    """The image's 24 nearest images and its near-duplicates, or None with
+    the reason when the database has no vectors file."""
+    try:
+        found = await similar.neighbours(datasette, database, rowid=rowid)
+    except (similar.Unavailable, LookupError) as ex:
+        return {"items": None, "reason": str(ex) if isinstance(ex, similar.Unavailable) else None}
+    db = datasette.get_database(database)
+    count = (await db.execute(similar.COUNT_SQL, {"rowid": rowid})).rows
+    items = similar.gallery(datasette, database, found, threshold, template)
+    return {
+        "items": items,
+        "near_duplicates": count[0][0] if count else 0,
+        "near_items": [item for item in items if item["near_duplicate"]],
+        "threshold": similar.THRESHOLD,
+        "url": datasette.urls.row(database, "images", str(rowid)) + "/similar",
+    }
 

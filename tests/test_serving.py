@@ -179,7 +179,7 @@ def test_serve_help():
     assert result.exit_code == 0
     assert "--workers INTEGER RANGE" in result.output
     assert "--access-log / --no-access-log" in result.output and "[default: no-access-log]" in result.output
-    assert "laion serve [OPTIONS] [DB] [SERVE_OPTIONS]..." in result.output
+    assert "laion serve [OPTIONS] [DB]... [SERVE_OPTIONS]..." in result.output
 
 
 def test_one_process_options_go_to_datasette_serve(built):

@@ -1,0 +1,211 @@
+"""The vectors file beside a database (``NAME.vectors``): the image
+embeddings of the rows the database kept, in rowid order, and the
+nearest-neighbour index over them ("images like this one").
+
+One file, so that it travels with the database as one piece::
+
+    0       b"LAIONVEC", uint32 length, header (JSON), padded to HEADER_SPACE
+    4096    rows x dim float16, unit length: row i is the vector of rowid i + 1
+    ...     the faiss index, serialized (none for a small database)
+
+The index is faiss IVF-PQ (an HNSW graph over the list centres, PQ codes of
+PQ_BYTES bytes a vector): it proposes RESCORE candidates, which are ranked
+again by exact cosine on the float16 vectors, memory-mapped from this file.
+What stays resident is the index (the codes and ids: ~PQ_BYTES + 8 bytes a
+row); the vectors are read from disk, a few hundred rows a query. A database
+of fewer than EXACT_BELOW rows has no index: every query is an exact scan.
+The header's ``build_id`` is also in the database's build_info
+(``vectors_build_id``): a vectors file of another build is refused.
+"""
+import json
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"LAIONVEC"
+HEADER_SPACE = 4096
+VERSION = 1
+EXACT_BELOW = 50_000  # rows: fewer are scanned exactly, no index
+PQ_BYTES = 96  # bytes of PQ code a vector (768-d: 8 dimensions a byte)
+HNSW_LINKS = 32  # the coarse quantizer's graph
+NPROBE = 64  # inverted lists visited a query
+RESCORE = 200  # candidates ranked again by exact cosine
+TRAIN_PER_LIST = 40  # training vectors per inverted list
+CHUNK = 131_072  # rows read, encoded or scanned at a time
+
+
+def nlist_for(rows):
+    """Inverted lists: ~4 sqrt(rows), a power of two, 64 to 4,096."""
+    return int(min(4096, max(64, 2 ** round(np.log2(4 * np.sqrt(max(rows, 1)))))))
+
+
+def pq_bytes_for(dim):
+    return next(m for m in (PQ_BYTES, 64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0)
+
+
+@dataclass(frozen=True)
+class Header:
+    rows: int
+    dim: int
+    build_id: str
+    index: str  # "exact", or a description of the faiss index
+    index_offset: int = 0
+    index_bytes: int = 0
+
+    def encode(self):
+        body = json.dumps({"version": VERSION, "dtype": "float16", **self.__dict__}).encode()
+        head = MAGIC + struct.pack("<I", len(body)) + body
+        if len(head) > HEADER_SPACE:
+            raise ValueError("vectors header too long")
+        return head + b"\0" * (HEADER_SPACE - len(head))
+
+
+def read_header(path):
+    with open(path, "rb") as fp:
+        head = fp.read(HEADER_SPACE)
+    if head[:8] != MAGIC:
+        raise ValueError(f"{path} is not a vectors file written by datasette laion build")
+    (length,) = struct.unpack("<I", head[8:12])
+    data = json.loads(head[12:12 + length])
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path}: vectors file version {data.get('version')}, this datasette-laion reads {VERSION}")
+    return Header(**{k: data[k] for k in Header.__dataclass_fields__})
+
+
+def matrix(path, header, mode="r"):
+    """The float16 vectors of a vectors file, memory-mapped."""
+    return np.memmap(path, dtype=np.float16, mode=mode, offset=HEADER_SPACE, shape=(header.rows, header.dim))
+
+
+# ------------------------------------------------------------------ writing
+
+
+def write_vectors(path, files, positions, progress=None):
+    """The float16 vectors of the kept rows into ``path``, in rowid order:
+    ``files`` (embeddings.EmbeddingFile, aligned with the source files),
+    ``positions`` (the source position of each rowid's row, rowid order).
+    Each embedding file is read once; rows are written where their rowid
+    says, without mapping the output (memory: one embedding file)."""
+    rows, dim = len(positions), files[0].dim
+    with open(path, "wb") as fp:
+        fp.truncate(HEADER_SPACE + rows * dim * 2)
+    order = np.argsort(positions, kind="stable")
+    ordered = positions[order]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        start = 0
+        for found in files:
+            low, high = np.searchsorted(ordered, [start, start + found.rows])
+            if high > low:
+                vectors = found.read()[ordered[low:high] - start].astype(np.float16)
+                for rowid0, vector in zip(order[low:high].tolist(), vectors):
+                    os.pwrite(fd, vector.tobytes(), HEADER_SPACE + rowid0 * dim * 2)
+            start += found.rows
+            if progress:
+                progress(found.rows)
+    finally:
+        os.close(fd)
+    return rows, dim
+
+
+def build_index(vectors, exact_below=EXACT_BELOW, progress=None):
+    """(faiss index or None, list of each row or None, description): an
+    IVF-PQ index over ``vectors`` (float16 rows, memory-mapped), trained on
+    a sample; None for fewer than ``exact_below`` rows."""
+    rows, dim = vectors.shape
+    if rows < exact_below:
+        if progress:
+            progress(rows)
+        return None, None, "exact"
+    import faiss
+
+    nlist, m = nlist_for(rows), pq_bytes_for(dim)
+    quantizer = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    sample = np.sort(np.random.default_rng(0).choice(rows, size=min(rows, TRAIN_PER_LIST * nlist), replace=False))
+    index.train(np.asarray(vectors[sample], dtype=np.float32))
+    lists = np.empty(rows, dtype=np.int32)
+    for start in range(0, rows, CHUNK):
+        block = np.asarray(vectors[start:start + CHUNK], dtype=np.float32)
+        lists[start:start + len(block)] = quantizer.search(block, 1)[1][:, 0]
+        index.add(block)
+        if progress:
+            progress(len(block))
+    index.nprobe = NPROBE
+    return index, lists, f"faiss IVF{nlist}_HNSW{HNSW_LINKS},PQ{m} (nprobe {NPROBE}, {RESCORE} rescored)"
+
+
+def finish_file(path, rows, dim, build_id, index, description):
+    """Append the serialized index and write the header: the file is whole."""
+    index_offset = index_bytes = 0
+    if index is not None:
+        import faiss
+
+        data = faiss.serialize_index(index)
+        index_offset = -(-(HEADER_SPACE + rows * dim * 2) // HEADER_SPACE) * HEADER_SPACE
+        index_bytes = len(data)
+        with open(path, "r+b") as fp:
+            fp.seek(index_offset)
+            fp.write(data.tobytes())
+    header = Header(rows=rows, dim=dim, build_id=build_id, index=description,
+                    index_offset=index_offset, index_bytes=index_bytes)
+    with open(path, "r+b") as fp:
+        fp.write(header.encode())
+        fp.flush()
+        os.fsync(fp.fileno())
+    return header
+
+
+# ------------------------------------------------------------------ reading
+
+
+class Vectors:
+    """An open vectors file: its rows memory-mapped, its index in memory."""
+
+    def __init__(self, path):
+        self.path = path
+        self.header = read_header(path)
+        self.rows = matrix(path, self.header)
+        self.index = None
+        if self.header.index_bytes:
+            import faiss
+
+            data = np.fromfile(path, dtype=np.uint8, count=self.header.index_bytes, offset=self.header.index_offset)
+            self.index = faiss.deserialize_index(data)
+            self.index.nprobe = NPROBE
+
+    def vector(self, rowid):
+        return np.asarray(self.rows[rowid - 1], dtype=np.float32)
+
+    def nearest(self, query, k, exclude=()):
+        """[(rowid, cosine)], the ``k`` rows nearest to ``query`` (a unit
+        vector), highest first, leaving out the rowids in ``exclude``."""
+        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if not np.any(query):
+            return []
+        if self.index is None:
+            return _top(self._scan(query[0], k + len(exclude)), k, exclude)
+        _, ids = self.index.search(query, max(RESCORE, k + len(exclude)))
+        candidates = np.unique(ids[0][ids[0] >= 0])  # sorted: reads in file order
+        scores = np.asarray(self.rows[candidates], dtype=np.float32) @ query[0]
+        return _top(dict(zip((candidates + 1).tolist(), scores.tolist())), k, exclude)
+
+    def _scan(self, query, want):
+        """{rowid: cosine} of the ``want`` best rows, by an exact scan."""
+        scores = np.concatenate([np.asarray(self.rows[start:start + CHUNK], dtype=np.float32) @ query
+                                 for start in range(0, len(self.rows), CHUNK)])
+        best = np.argpartition(-scores, want)[:want] if want < len(scores) else np.arange(len(scores))
+        return dict(zip((best + 1).tolist(), scores[best].tolist()))
+
+    def within(self, rowid, threshold, limit):
+        """[(rowid, cosine)] of up to ``limit`` rows at ``threshold`` or more
+        from ``rowid``'s vector (its near-duplicates), highest first."""
+        return [(r, s) for r, s in self.nearest(self.vector(rowid), limit, exclude={rowid}) if s >= threshold]
+
+
+def _top(scores, k, exclude):
+    ranked = sorted(((s, r) for r, s in scores.items() if r not in exclude and s > -2), key=lambda x: (-x[0], x[1]))
+    return [(r, s) for s, r in ranked[:k]]
