@@ -177,6 +177,17 @@ class Vectors:
             self.index = faiss.deserialize_index(data)
             self.index.nprobe = NPROBE
 
+    @classmethod
+    def from_parts(cls, rows, index):
+        """Vectors over ``rows`` (float16, rowid order) and a built ``index``
+        (or None): for scripts/bench_vectors.py, which measures this class."""
+        self = cls.__new__(cls)
+        self.path, self.rows, self.index = None, rows, index
+        self.header = Header(rows=len(rows), dim=rows.shape[1], build_id="", index="")
+        if index is not None:
+            index.nprobe = NPROBE
+        return self
+
     def vector(self, rowid):
         return np.asarray(self.rows[rowid - 1], dtype=np.float32)
 

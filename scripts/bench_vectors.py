@@ -15,6 +15,9 @@ answers to DIR/truth-N-Q.npy; later runs reuse them.
 Candidates ("+rescore": the index proposes RESCORE candidates, ranked again
 by exact cosine on the float16 vectors, memory-mapped from disk):
   exact            brute force over the float16 file (the reference point)
+  ours             what the build writes and the site searches (vector_index.py:
+                   IVF-PQ, HNSW coarse quantizer, +rescore), and the build's
+                   near-duplicate pass (near_duplicates.py), timed apart
   faiss-ivfpq      faiss IVF-PQ (nlist ~ 4*sqrt(N), 96-byte codes), +rescore
   faiss-binivf     faiss binary IVF over the sign bits (96 bytes), +rescore
   usearch-b1       usearch HNSW on the sign bits, +rescore
@@ -42,7 +45,7 @@ RESCORE = 200
 
 def NLIST(n):  # noqa: N802 (a constant's rule): inverted lists, ~sqrt(n), at most 4,096
     return int(min(4096, max(64, 2 ** round(np.log2(np.sqrt(n))))))  # candidates ranked again by exact cosine
-CANDIDATES = ["exact", "faiss-ivfpq", "faiss-binivf", "usearch-b1", "usearch-i8", "sqlitevec-bit"]
+CANDIDATES = ["exact", "ours", "faiss-ivfpq", "faiss-binivf", "usearch-b1", "usearch-i8", "sqlitevec-bit"]
 
 
 # ------------------------------------------------------------------ the data
@@ -261,8 +264,46 @@ class SqliteVecBit:
         return rescore(data, query, [r[0] for r in rows], own)
 
 
+class Ours:
+    """What `datasette laion build --embeddings` writes and the site
+    searches (vector_index.build_index, Vectors.nearest), with the build's
+    near-duplicate pass (near_duplicates.find) timed on its own."""
+
+    def build(self, data, directory):
+        import faiss
+
+        from datasette_laion import near_duplicates, vector_index
+
+        index, lists, self.description = vector_index.build_index(data, exact_below=0)
+        self.index_s = time.perf_counter() - BUILD_STARTED[0]
+        began = time.perf_counter()
+        count, roots = near_duplicates.find(data, lists)
+        self.extra = {"near_duplicate_s": time.perf_counter() - began, "index": self.description,
+                      "near_duplicate_rows": int((count > 0).sum()), "index_s": self.index_s}
+        pairs = json.loads((directory / f"pairs-{len(data)}.json").read_text())
+        if pairs:
+            self.extra["planted_found"] = sum(bool(count[c]) and roots[c] == roots[o] for c, o in pairs) / len(pairs)
+        path = directory / f"ours-{len(data)}.index"
+        faiss.write_index(index, str(path))
+        self.data = data
+        return path
+
+    def open(self, path):
+        import faiss
+
+        from datasette_laion.vector_index import Vectors
+
+        self.vectors = Vectors.from_parts(self.data, faiss.read_index(str(path)))
+
+    def search(self, data, query, own):
+        return [rowid - 1 for rowid, _ in self.vectors.nearest(query, K, exclude={own + 1})]
+
+
+BUILD_STARTED = [0.0]
+
+
 def candidate(name):
-    return {"exact": Exact, "faiss-ivfpq": FaissIVFPQ, "faiss-binivf": FaissBinaryIVF,
+    return {"exact": Exact, "ours": Ours, "faiss-ivfpq": FaissIVFPQ, "faiss-binivf": FaissBinaryIVF,
             "usearch-b1": lambda: USearch("b1"), "usearch-i8": lambda: USearch("i8"),
             "sqlitevec-bit": SqliteVecBit}[name]()
 
@@ -275,19 +316,44 @@ def status_mb(key="VmRSS"):
     return 0.0
 
 
-def run_one(name, directory, n, dim, q, queries_measured):
-    """In a process of its own: build, open, query; prints JSON."""
+def run_one(name, directory, n, dim, q, queries_measured, argv):
+    """In a process of its own: build; then open and query in another fresh
+    process (so that its memory is the opened index's alone, not what the
+    build freed); prints JSON."""
     data = load(directory / f"vectors-{n}.f16", n, dim)
-    query_ids, truth = truth_file(directory, data, n, q)
+    truth_file(directory, data, n, q)
     index = candidate(name)
-    began = time.perf_counter()
-    path = index.build(data, directory)
+    sampler = PeakSampler()
+    began = BUILD_STARTED[0] = time.perf_counter()
+    with sampler:
+        path = index.build(data, directory)
     build_s = time.perf_counter() - began
     build_peak = status_mb("VmHWM")  # ru_maxrss would carry the parent's over exec
-    before = status_mb()
-    if path is not None:
-        index.open(path)
-    resident = status_mb() - before
+    run = subprocess.run([sys.executable, __file__, *argv, "--measure", str(path or "")],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(run.stderr)
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    size = path.stat().st_size if path is not None else 0
+    print(json.dumps({
+        "name": name, "build_s": build_s, "build_peak_mb": build_peak, "file_mb": size / 2**20,
+        "build_peak_anon_mb": sampler.anon, "build_peak_file_mb": sampler.file,
+        **measured, **getattr(index, "extra", {}),
+    }))
+
+
+def measure_one(name, directory, n, dim, q, queries_measured, path):
+    """Open the built index in this fresh process, the vectors' pages
+    dropped first (as after a restart), and query it; prints JSON."""
+    data = load(directory / f"vectors-{n}.f16", n, dim)
+    query_ids, truth = truth_file(directory, data, n, q)
+    dropped = drop_file_pages(data)
+    index = candidate(name)
+    index.data = data
+    before, before_file = status_mb("RssAnon"), status_mb("RssFile")
+    if path:
+        index.open(Path(path))
+    resident = status_mb("RssAnon") - before
     latencies, hits = [], 0
     for i, own in enumerate(query_ids[:queries_measured]):
         query = np.asarray(data[own], dtype=np.float32)
@@ -295,13 +361,52 @@ def run_one(name, directory, n, dim, q, queries_measured):
         found = index.search(data, query, int(own))
         latencies.append((time.perf_counter() - began) * 1000)
         hits += len(set(int(f) for f in found[:K]) & set(int(t) for t in truth[i]))
-    size = path.stat().st_size if path is not None else 0
     print(json.dumps({
-        "name": name, "build_s": build_s, "build_peak_mb": build_peak, "file_mb": size / 2**20,
-        "resident_mb": resident, "p50_ms": float(np.percentile(latencies, 50)),
+        "resident_mb": resident, "file_pages_after_queries_mb": status_mb("RssFile") - before_file,
+        "cold": dropped, "p50_ms": float(np.percentile(latencies, 50)),
         "p95_ms": float(np.percentile(latencies, 95)), "recall": hits / (K * len(latencies)),
         "queries": len(latencies),
     }))
+
+
+class PeakSampler:
+    """The peak anonymous and file-backed resident memory (RssAnon, RssFile)
+    of this process while a block runs, sampled every 0.2 s: memory-mapped
+    vectors read during a build are file pages the kernel can drop, not
+    memory the build needs."""
+
+    def __enter__(self):
+        import threading
+
+        self.anon = self.file = 0.0
+        self.stop = threading.Event()
+
+        def sample():
+            while not self.stop.wait(0.2):
+                self.anon = max(self.anon, status_mb("RssAnon"))
+                self.file = max(self.file, status_mb("RssFile"))
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def drop_file_pages(data):
+    """Ask the kernel to drop the vectors file's cached pages (as after a
+    restart): True when it could."""
+    try:
+        fd = os.open(data.filename, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def main():
@@ -315,6 +420,7 @@ def main():
     parser.add_argument("--per-subcluster", type=int, default=30,
                         help="vectors per sub-cluster on average (0: none; see sample_vectors)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = Shape(clusters=args.clusters, per_subcluster=args.per_subcluster)
     base_dir = args.dir
@@ -322,15 +428,21 @@ def main():
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.one:
         measured = args.exact_queries if args.one == "exact" else args.queries
-        run_one(args.one, args.dir, args.n, shape.dim, args.queries, measured)
+        if args.measure is not None:
+            measure_one(args.one, args.dir, args.n, shape.dim, args.queries, measured, args.measure)
+        else:
+            run_one(args.one, args.dir, args.n, shape.dim, args.queries, measured, sys.argv[1:])
         return
     path = vectors_file(args.dir, args.n, shape)
     truth_file(args.dir, load(path, args.n, shape.dim), args.n, args.queries)
     print(f"Vector index benchmark (scripts/bench_vectors.py), {args.n:,} vectors: {shape.describe()}")
     print(f"{args.queries} queries (stored vectors, their own left out), recall@{K} against exact float cosine; "
           f"+rescore: {RESCORE} candidates ranked again on the float16 vectors (memory-mapped, {path.stat().st_size / 2**30:.1f} GiB)")
-    print(f"{'candidate':16}{'build s':>9}{'build peak MB':>15}{'file MB':>9}{'resident MB':>13}{'p50 ms':>8}"
-          f"{'p95 ms':>8}{'recall@10':>11}")
+    print("build peak: the whole RSS (VmHWM, memory-mapped vectors included) and its anonymous part (what the "
+          "build needs); resident: anonymous memory the opened index takes; latency: one thread, the vectors' "
+          "file pages dropped before the first query")
+    print(f"{'candidate':16}{'build s':>9}{'build peak MB':>15}{'anon MB':>10}{'file MB':>9}{'resident MB':>13}"
+          f"{'p50 ms':>8}{'p95 ms':>8}{'recall@10':>11}")
     for name in args.only.split(","):
         run = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--queries", str(args.queries),
                               "--exact-queries", str(args.exact_queries), "--dir", str(base_dir),
@@ -340,8 +452,15 @@ def main():
             print(f"{name:16}failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
             continue
         r = json.loads(run.stdout.strip().splitlines()[-1])
-        print(f"{name:16}{r['build_s']:9.0f}{r['build_peak_mb']:15.0f}{r['file_mb']:9.0f}{r['resident_mb']:13.0f}"
-              f"{r['p50_ms']:8.1f}{r['p95_ms']:8.1f}{r['recall']:11.3f}", flush=True)
+        print(f"{name:16}{r['build_s']:9.0f}{r['build_peak_mb']:15.0f}{r['build_peak_anon_mb']:10.0f}"
+              f"{r['file_mb']:9.0f}{r['resident_mb']:13.0f}{r['p50_ms']:8.1f}{r['p95_ms']:8.1f}{r['recall']:11.3f}",
+              flush=True)
+        if "near_duplicate_s" in r:
+            found = f", planted pairs found {r['planted_found']:.1%}" if "planted_found" in r else ""
+            print(f"{'':16}{r['index']}: index built in {r['index_s']:.0f} s; near-duplicate pass "
+                  f"{r['near_duplicate_s']:.0f} s, {r['near_duplicate_rows']:,} rows with one{found}", flush=True)
+        with open(args.dir / f"results-{args.n}.jsonl", "a") as log:
+            log.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":
