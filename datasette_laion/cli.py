@@ -20,6 +20,7 @@ from .version import __version__
 DATABASE_FILE = site.DATABASE_FILE
 DEMO_ROWS = 50_000
 DEMO_IMAGES = "sample-images"  # the demo's pictures, beside its database
+DEMO_EMBEDDINGS = "sample-embeddings"  # and their embeddings (the build reads them)
 DEMO_METADATA = "metadata.json"  # the metadata the demo serves with (site.demo_metadata)
 # build.DEFAULT_BATCH_SIZE (a test checks), here so that loading the command
 # group (as every `datasette` command and each server worker does) does not
@@ -113,7 +114,7 @@ def write_sample_embeddings(paths, embeddings_dir, seed, progress=True):
 
     with tqdm(total=sample_images.count_rows(paths), desc="embeddings", unit="rows", unit_scale=True,
               disable=not progress, file=sys.stderr) as bar:
-        return sample_vectors.write_embeddings(paths, embeddings_dir, sample_vectors.Shape(seed=seed),
+        return sample_vectors.write_embeddings(paths, embeddings_dir, sample_vectors.sample_shape(seed),
                                                progress=bar.update)
 
 
@@ -366,7 +367,7 @@ def ensure_demo_database(directory, rows, rebuild=False, progress=True):
     directory = Path(directory)
     db = directory / DATABASE_FILE
     marker = directory / "demo.json"
-    wanted = {"rows": rows, "seed": 0, "version": __version__, "images": DEMO_IMAGES}
+    wanted = {"rows": rows, "seed": 0, "version": __version__, "images": DEMO_IMAGES, "embeddings": DEMO_EMBEDDINGS}
     if not rebuild and db.exists() and (directory / "inspect.json").exists():
         try:
             if json.loads(marker.read_text()) == wanted:
@@ -385,8 +386,10 @@ def ensure_demo_database(directory, rows, rebuild=False, progress=True):
             if sample_images.NAME_PATTERN.fullmatch(old.name):
                 old.unlink()
     write_sample_images(paths, images_dir, progress=progress)
+    embeddings_dir = directory / DEMO_EMBEDDINGS  # so that "similar images" shows in the demo
+    write_sample_embeddings(paths, embeddings_dir, seed=0, progress=progress)
     try:
-        result = build_module.build(db, [parquet_dir], progress=progress)
+        result = build_module.build(db, [parquet_dir], progress=progress, embeddings=[embeddings_dir])
     except build_module.BuildError as ex:
         raise click.ClickException(str(ex)) from None
     if progress:

@@ -8,7 +8,7 @@ are compared with each other exactly, a block at a time, on the float16
 vectors. Two near-duplicates are nearer each other than almost anything
 else, so they fall in the same list; a pair split across two lists by a
 centre's boundary is missed (the count is a lower bound). Pairs join into
-clusters (union-find): the copies of one picture.
+clusters (connected components): the copies of one picture.
 
 Written to the database: ``near_duplicates`` (rowid, cluster: the lowest
 rowid of its cluster, count: the row's near-duplicates), for the rows that
@@ -29,51 +29,34 @@ create table near_duplicates (
 INSERT = "insert into near_duplicates (rowid, cluster, count) values (?, ?, ?)"
 
 
-class Clusters:
-    """Union-find over row indexes (0-based), the lowest index the root."""
-
-    def __init__(self, rows):
-        self.parent = np.arange(rows, dtype=np.int64)
-
-    def find(self, i):
-        parent = self.parent
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    def join(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            low, high = (ra, rb) if ra < rb else (rb, ra)
-            self.parent[high] = low
-
-
 def find(vectors, lists=None, threshold=THRESHOLD, progress=None):
     """(count, cluster): for every row (0-based), its near-duplicates'
     number and its cluster's lowest row index. ``vectors``: float16 rows
     (memory-mapped); ``lists``: each row's inverted list, or None (compare
     all rows with each other: a small database)."""
     rows = len(vectors)
-    count = np.zeros(rows, dtype=np.int32)
-    clusters = Clusters(rows)
     if lists is None:
         groups = [np.arange(rows)]
     else:
         order = np.argsort(lists, kind="stable")
         cuts = np.flatnonzero(np.diff(lists[order])) + 1
         groups = np.split(order, cuts)
+    firsts, seconds = [], []
     for members in groups:
-        _compare(vectors, np.sort(members), threshold, count, clusters)
+        for a, b in _pairs(vectors, np.sort(members), threshold):
+            firsts.append(a)
+            seconds.append(b)
         if progress:
             progress(len(members))
-    roots = np.array([clusters.find(i) for i in range(rows)], dtype=np.int64) if rows else np.zeros(0, np.int64)
-    return count, roots
+    a = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
+    b = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
+    count = (np.bincount(a, minlength=rows) + np.bincount(b, minlength=rows)).astype(np.int32)
+    return count, components(rows, a, b)
 
 
-def _compare(vectors, members, threshold, count, clusters):
+def _pairs(vectors, members, threshold):
+    """(first rows, second rows) of the pairs at ``threshold`` or more among
+    ``members``, each pair once, a block of rows at a time."""
     if len(members) < 2:
         return
     group = np.asarray(vectors[members], dtype=np.float32)
@@ -81,10 +64,27 @@ def _compare(vectors, members, threshold, count, clusters):
         scores = group[start:start + BLOCK] @ group.T
         local, other = np.nonzero(scores >= threshold)
         keep = other > local + start  # each pair once, not a row with itself
-        for a, b in zip(members[local[keep] + start].tolist(), members[other[keep]].tolist()):
-            count[a] += 1
-            count[b] += 1
-            clusters.join(a, b)
+        if keep.any():
+            yield members[local[keep] + start], members[other[keep]]
+
+
+def components(rows, a, b):
+    """Each row's cluster: the lowest row joined to it through the pairs
+    (a[i], b[i]); a row in no pair is its own. Minimum-label propagation
+    with pointer jumping, in numpy."""
+    label = np.arange(rows, dtype=np.int64)
+    if not len(a):
+        return label
+    while True:
+        low = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        np.minimum.at(new, label, new)  # a label's own row takes the lowest label it reached
+        new = new[new]
+        if np.array_equal(new, label):
+            return label
+        label = new
 
 
 def table_rows(count, roots):

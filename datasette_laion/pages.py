@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 from datasette.utils.asgi import Response
 
-from . import charts, functions, metrics, render, search, sites
+from . import charts, functions, metrics, render, search, similar, sites
 from .compat import QueryInterrupted
 from .config import plugin_config
 from .profiles import SITE_COLUMNS
@@ -55,6 +55,9 @@ NAME_EXAMPLES = (
     " where images_fts match :q order by f.rowid limit :n"
 )
 NAME_COUNT = "select count(*) from (select rowid from images_fts where images_fts match :q limit :cap)"
+
+
+LIKE_THESE = 24  # "images like these" under an answer (similar.py)
 
 
 class InputError(Exception):
@@ -157,6 +160,7 @@ def stats_data(raw, datasette, database, site=None):
             for key in ("rows", "source_rows", "excluded_rows", "domains", "registered_domains",
                         "rows_without_domain", "null_captions")
         },
+        "near_duplicates": _near_duplicates(info, total),
         "thresholds": thresholds,
         "histograms": histograms,
         "top_domains": [
@@ -237,6 +241,17 @@ def _charts(data):
         ),
     }
     return histograms, top
+
+
+def _near_duplicates(info, total):
+    """How much of the dataset is near-duplicate (build_info, from the
+    build's embeddings), or None when it was built without them."""
+    if "near_duplicate_rows" not in info:
+        return None
+    rows, clusters, copies = (int(info[f"near_duplicate_{k}"]) for k in ("rows", "clusters", "copies"))
+    return {"threshold": float(info["near_duplicate_threshold"]), "rows": rows, "clusters": clusters,
+            "copies": copies, "rows_share": _share(rows, total), "copies_share": _share(copies, total),
+            "index": info.get("vectors_index")}
 
 
 async def stats_page(request, datasette):
@@ -428,9 +443,15 @@ async def mywork_page(request, datasette):
     except QueryInterrupted:
         answer, status = None, 400
         error = "Counting that took longer than the time limit; try a longer name or a website."
+    like = await _images_like(datasette, database, answer) if answer else []
     if fmt == "json":
         if error:
             return Response.json({"ok": False, "error": error, "status": status}, status=status)
+        if like is not None:
+            answer["images_like_these"] = [
+                {"rowid": n.rowid, "cosine": round(n.cosine, 6), "near_duplicate": n.near_duplicate,
+                 "url": n.row["url"], "text": n.row["text"],
+                 "row_url": datasette.urls.row(database, "images", str(n.rowid))} for n in like]
         return Response.json(answer, default=str)
     config = plugin_config(datasette)
     threshold = safe_mode_threshold(datasette, database)
@@ -458,10 +479,26 @@ async def mywork_page(request, datasette):
             "stats_url": plugin_page_url(datasette, "-/laion/stats", database),
             "page_url": datasette.urls.path("-/laion/mywork"),
             "page_query": ({"database": database} if len(sites.sites(datasette)) > 1 else {}),
+            "like": similar.gallery(datasette, database, like, threshold, config["thumbnail_url"]) if like else [],
         },
         request=request,
     )
     return Response.html(html, status=status)
+
+
+async def _images_like(datasette, database, answer):
+    """Neighbours nearest the mean embedding of the answer's examples (not
+    among them), or None when the database has no vectors file."""
+    rowids = [e["rowid"] for e in answer.get("examples") or []]
+    if not rowids:
+        return []
+    try:
+        query = await similar.mean_of(datasette, database, rowids)
+        if query is None:
+            return []
+        return await similar.neighbours(datasette, database, query=query, size=LIKE_THESE, exclude=rowids)
+    except similar.Unavailable:
+        return None
 
 
 def _total_rows(db):

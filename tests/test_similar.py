@@ -264,3 +264,69 @@ async def test_without_vectors_the_pages_say_so(exact, tmp_path):
     response = await _datasette(type(result)(**{**result.__dict__, "path": copy})).client.get(
         "/exact/images/3/similar.json")
     assert response.status_code == 404 and "belongs to another build" in response.json()["error"]
+
+
+@pytest.mark.asyncio
+async def test_stats_and_mywork_use_the_embeddings(exact, tmp_path):
+    paths, embeddings, result = exact
+    ds = _datasette(result)
+    conn = sqlite3.connect(result.path)
+    info = dict(conn.execute("select key, value from build_info"))
+    stats = (await ds.client.get("/-/laion/stats.json")).json()
+    nd = stats["near_duplicates"]
+    assert (nd["rows"], nd["clusters"], nd["copies"]) == (
+        int(info["near_duplicate_rows"]), int(info["near_duplicate_clusters"]), int(info["near_duplicate_copies"]))
+    assert 'id="near-duplicates"' in (await ds.client.get("/-/laion/stats")).text
+    answer = (await ds.client.get("/-/laion/mywork.json?q=dog&kind=name")).json()
+    like, examples = answer["images_like_these"], {e["rowid"] for e in answer["examples"]}
+    assert len(like) == 24 and not {r["rowid"] for r in like} & examples
+    # the nearest rows to the examples' mean vector, by brute force
+    truth = _truth(paths, embeddings, result.path)
+    mean = truth[[r - 1 for r in examples]].sum(axis=0)
+    scores = truth @ (mean / np.linalg.norm(mean))
+    scores[[r - 1 for r in examples]] = -2
+    assert [r["rowid"] for r in like] == [int(i) + 1 for i in np.argsort(-scores, kind="stable")[:24]]
+    page = (await ds.client.get("/-/laion/mywork?q=dog&kind=name")).text
+    assert 'id="images-like-these"' in page
+    plain = build.build(tmp_path / "plain.db", [paths[0].parent], progress=False, workers=1)
+    ds = _datasette(plain)
+    assert "images_like_these" not in (await ds.client.get("/-/laion/mywork.json?q=dog&kind=name")).json()
+    assert (await ds.client.get("/-/laion/stats.json")).json()["near_duplicates"] is None
+
+
+def test_components_match_union_find():
+    """near_duplicates.components: each row's lowest connected row, as a
+    plain union-find gives it, on random graphs."""
+    from datasette_laion.near_duplicates import components
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, m = int(rng.integers(2, 60)), int(rng.integers(0, 80))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        parent = list(range(n))
+
+        def root(x):
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = root(x), root(y)
+            if rx != ry:
+                parent[max(rx, ry)] = min(rx, ry)
+        assert components(n, a, b).tolist() == [root(i) for i in range(n)]
+
+
+def test_sample_embeddings_have_no_false_near_duplicates(exact):
+    """Two different pictures of one topic stay under 0.94: the only pairs
+    at 0.94 or more are the planted ones and repeated URLs."""
+    paths, embeddings, result = exact
+    truth = _truth(paths, embeddings, result.path)
+    conn = sqlite3.connect(result.path)
+    urls = [u for (u,) in conn.execute("select url from images order by rowid")]
+    planted = json.loads((embeddings / sample_vectors.PLANTED_FILE).read_text())
+    scores = truth @ truth.T
+    np.fill_diagonal(scores, -1)
+    a, b = np.nonzero(np.triu(scores >= 0.94))
+    repeated = sum(urls[i] == urls[j] for i, j in zip(a.tolist(), b.tolist()))
+    assert len(a) - repeated <= 3 * len(planted)  # planted copies (and copies of copies)
