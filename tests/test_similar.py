@@ -305,7 +305,7 @@ def test_components_match_union_find():
         a, b = rng.integers(0, n, m), rng.integers(0, n, m)
         parent = list(range(n))
 
-        def root(x):
+        def root(x, parent=parent):
             while parent[x] != x:
                 x = parent[x]
             return x
