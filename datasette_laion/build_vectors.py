@@ -32,11 +32,11 @@ def run(path, files, buckets, conn, bar, exact_below=vector_index.EXACT_BELOW):
     vectors = vector_index.matrix(path, header)
     with bar("vector index", rows) as progress:
         index, lists, description = vector_index.build_index(vectors, exact_below, progress.update)
+    vector_index.finish_file(path, rows, dim, build_id, index, description)
+    del index  # the near-duplicate pass needs only each row's list
     with bar("near-duplicates", rows) as progress:
         count, roots = near_duplicates.find(vectors, lists, progress=progress.update)
     del lists, vectors
-    vector_index.finish_file(path, rows, dim, build_id, index, description)
-    del index
     conn.execute("begin")
     conn.execute(near_duplicates.CREATE_TABLE)
     conn.executemany(near_duplicates.INSERT, near_duplicates.table_rows(count, roots))

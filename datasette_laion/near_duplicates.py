@@ -17,7 +17,8 @@ have any, and build_info's ``near_duplicate_*`` figures.
 import numpy as np
 
 THRESHOLD = 0.94
-BLOCK = 2048  # rows compared at a time against their whole list
+BLOCK = 2048  # rows compared at a time against their whole list ...
+SCORE_CELLS = 1 << 25  # ... or fewer, so that a block's scores take at most 128 MB
 
 CREATE_TABLE = """
 create table near_duplicates (
@@ -60,8 +61,9 @@ def _pairs(vectors, members, threshold):
     if len(members) < 2:
         return
     group = np.asarray(vectors[members], dtype=np.float32)
-    for start in range(0, len(members), BLOCK):
-        scores = group[start:start + BLOCK] @ group.T
+    block = max(16, min(BLOCK, SCORE_CELLS // len(members)))
+    for start in range(0, len(members), block):
+        scores = group[start:start + block] @ group.T
         local, other = np.nonzero(scores >= threshold)
         keep = other > local + start  # each pair once, not a row with itself
         if keep.any():

@@ -33,7 +33,9 @@ HNSW_LINKS = 32  # the coarse quantizer's graph
 NPROBE = 64  # inverted lists visited a query
 RESCORE = 200  # candidates ranked again by exact cosine
 TRAIN_PER_LIST = 40  # training vectors per inverted list
-CHUNK = 131_072  # rows read, encoded or scanned at a time
+CHUNK = 131_072  # rows scanned at a time (an exact query)
+ADD_CHUNK = 32_768  # rows encoded at a time (the build: ~100 MB of float32 at 768-d)
+WRITE_BLOCK = 1 << 24  # bytes of serialized index written at a time
 
 
 def nlist_for(rows):
@@ -127,9 +129,10 @@ def build_index(vectors, exact_below=EXACT_BELOW, progress=None):
     index.cp.niter = 10
     sample = np.sort(np.random.default_rng(0).choice(rows, size=min(rows, TRAIN_PER_LIST * nlist), replace=False))
     index.train(np.asarray(vectors[sample], dtype=np.float32))
+    del sample
     lists = np.empty(rows, dtype=np.int32)
-    for start in range(0, rows, CHUNK):
-        block = np.asarray(vectors[start:start + CHUNK], dtype=np.float32)
+    for start in range(0, rows, ADD_CHUNK):
+        block = np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32)
         lists[start:start + len(block)] = quantizer.search(block, 1)[1][:, 0]
         index.add(block)
         if progress:
@@ -144,12 +147,12 @@ def finish_file(path, rows, dim, build_id, index, description):
     if index is not None:
         import faiss
 
-        data = faiss.serialize_index(index)
         index_offset = -(-(HEADER_SPACE + rows * dim * 2) // HEADER_SPACE) * HEADER_SPACE
-        index_bytes = len(data)
         with open(path, "r+b") as fp:
             fp.seek(index_offset)
-            fp.write(data.tobytes())
+            # streamed to the file: never a second copy of the index in memory
+            faiss.write_index(index, faiss.PyCallbackIOWriter(fp.write, WRITE_BLOCK))
+            index_bytes = fp.tell() - index_offset
     header = Header(rows=rows, dim=dim, build_id=build_id, index=description,
                     index_offset=index_offset, index_bytes=index_bytes)
     with open(path, "r+b") as fp:
@@ -162,6 +165,20 @@ def finish_file(path, rows, dim, build_id, index, description):
 # ------------------------------------------------------------------ reading
 
 
+def open_index(path, offset=0, size=None):
+    """(faiss index, the memory map it reads): the index read in place from
+    ``path`` (``size`` bytes at ``offset``: the vectors file's), zero-copy. Its PQ codes and ids stay in the file's
+    pages, which the kernel shares between the server's worker processes and
+    may drop under memory pressure: opening it costs no anonymous memory,
+    however large. The map must live as long as the index."""
+    import faiss
+
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=None if size is None else (size,))
+    index = faiss.read_index(faiss.ZeroCopyIOReader(faiss.swig_ptr(mapped), mapped.size), faiss.IO_FLAG_MMAP_IFC)
+    index.nprobe = NPROBE
+    return index, mapped
+
+
 class Vectors:
     """An open vectors file: its rows memory-mapped, its index in memory."""
 
@@ -169,13 +186,9 @@ class Vectors:
         self.path = path
         self.header = read_header(path)
         self.rows = matrix(path, self.header)
-        self.index = None
+        self.index = self._mapped = None
         if self.header.index_bytes:
-            import faiss
-
-            data = np.fromfile(path, dtype=np.uint8, count=self.header.index_bytes, offset=self.header.index_offset)
-            self.index = faiss.deserialize_index(data)
-            self.index.nprobe = NPROBE
+            self.index, self._mapped = open_index(path, self.header.index_offset, self.header.index_bytes)
 
     @classmethod
     def from_parts(cls, rows, index):

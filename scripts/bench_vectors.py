@@ -289,11 +289,10 @@ class Ours:
         return path
 
     def open(self, path):
-        import faiss
+        from datasette_laion.vector_index import Vectors, open_index
 
-        from datasette_laion.vector_index import Vectors
-
-        self.vectors = Vectors.from_parts(self.data, faiss.read_index(str(path)))
+        index, self.mapped = open_index(path)  # zero-copy, as the site opens it
+        self.vectors = Vectors.from_parts(self.data, index)
 
     def search(self, data, query, own):
         return [rowid - 1 for rowid, _ in self.vectors.nearest(query, K, exclude={own + 1})]
