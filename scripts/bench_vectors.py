@@ -16,7 +16,7 @@ Candidates ("+rescore": the index proposes RESCORE candidates, ranked again
 by exact cosine on the float16 vectors, memory-mapped from disk):
   exact            brute force over the float16 file (the reference point)
   ours             what the build writes and the site searches (vector_index.py:
-                   IVF-PQ, HNSW coarse quantizer, +rescore), and the build's
+                   OPQ + IVF-PQ, HNSW coarse quantizer, +rescore), and the build's
                    near-duplicate pass (near_duplicates.py), timed apart
   faiss-ivfpq      faiss IVF-PQ (nlist ~ 4*sqrt(N), 96-byte codes), +rescore
   faiss-binivf     faiss binary IVF over the sign bits (96 bytes), +rescore
