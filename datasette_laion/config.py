@@ -51,7 +51,7 @@ DEFAULTS = {
     # 0 turns the page cache off. The environment variable
     # DATASETTE_LAION_PAGE_CACHE_MB, when set, overrides this.
     "page_cache_mb": 16,
-    # Counts of recent searches kept per process (search.KeptCounts): a
+    # Counts of recent searches kept per process (kept_counts.KeptCounts): a
     # search's next pages, and the same search again, are not counted again.
     # 0 turns this off. DATASETTE_LAION_COUNTS_KEPT, when set, overrides it.
     "counts_kept": 4096,

@@ -369,7 +369,7 @@ def _browse_redirect(table, fmt, pairs, sort, filters):
     natural, descending = _is_natural(table, sort)
     if not natural or descending:
         return None
-    from .search import FILTER_COLUMNS, OPERATORS
+    from .search_request import FILTER_COLUMNS, OPERATORS
 
     if not all(c in FILTER_COLUMNS and op in OPERATORS for _, c, op, _ in filters):
         return None

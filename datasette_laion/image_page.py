@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from datasette.utils import tilde_decode
 
-from . import render, search, similar, sites
+from . import one_trip, render, similar, sites
 from .views import safe_mode_threshold, search_url_function
 
 MORE_FROM_HOST = 12
@@ -113,7 +113,7 @@ def share_below(buckets, value):
 
 def read(conn, rowid):
     """Everything the page shows beyond the row itself (``conn``: a
-    search.Connection), or None when there is no such row."""
+    one_trip.Connection), or None when there is no such row."""
     rows = conn.execute(ROW_SQL, {"rowid": rowid})
     if not rows.rows:
         return None
@@ -127,7 +127,7 @@ def read(conn, rowid):
         more_rows = conn.execute(MORE_SQL, {"id": row["domain_id"], "rowid": rowid, "n": MORE_FROM_HOST})
         more = [dict(zip(more_rows.columns, r)) for r in more_rows.rows]
     return {"row": row, "host": host, "more": more, "names": names.found_in(row.get("text")),
-            "histograms": histograms, "total": total, "best_first": search.stored_best_first(conn),
+            "histograms": histograms, "total": total, "best_first": one_trip.stored_best_first(conn),
             "shown": shown}
 
 
@@ -156,7 +156,7 @@ async def context(datasette, request, database, config):
     if rowid is None:
         return {}
     db = datasette.get_database(database)
-    found = await search.in_one_trip(datasette, db, lambda conn: read(conn, rowid))
+    found = await one_trip.in_one_trip(datasette, db, lambda conn: read(conn, rowid))
     if found is None:
         return {}
     row, host = found["row"], found["host"]

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 from datasette.utils.asgi import Response
 
-from . import charts, functions, metrics, render, search, similar, sites
+from . import charts, functions, metrics, one_trip, render, search, similar, sites
 from .compat import QueryInterrupted
 from .config import plugin_config
 from .profiles import SITE_COLUMNS
@@ -434,8 +434,8 @@ async def mywork_page(request, datasette):
         lookup = parse_lookup(raw, kind)
         if lookup is None and fmt == "json":
             raise InputError("q: enter a website address, a domain or a name, e.g. ?q=example.com")
-        # every query of the answer in one trip to a SQL thread (search.in_one_trip)
-        answer = await search.in_one_trip(
+        # every query of the answer in one trip to a SQL thread (one_trip.in_one_trip)
+        answer = await one_trip.in_one_trip(
             datasette, db, lambda conn: _answer(datasette, conn, database, lookup)) if lookup else None
         status, error = 200, None
     except InputError as ex:
@@ -458,7 +458,7 @@ async def mywork_page(request, datasette):
     for example in (answer or {}).get("examples", []):
         example["thumb"] = render.thumbnail(example["url"], example["text"], example["punsafe"], threshold,
                                             config["thumbnail_url"])
-    total = answer["rows"] if answer else await search.in_one_trip(datasette, db, _total_rows)
+    total = answer["rows"] if answer else await one_trip.in_one_trip(datasette, db, _total_rows)
     html = await datasette.render_template(
         "laion_mywork.html",
         {
@@ -508,7 +508,7 @@ def _total_rows(db):
 
 def _answer(datasette, db, database, lookup):
     """The answer as JSON-able data; the HTML page adds thumbnails. ``db``:
-    a search.Connection."""
+    a one_trip.Connection."""
     images = datasette.urls.table(database, "images")
     total = _total_rows(db)
     answer = {

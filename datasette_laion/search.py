@@ -9,170 +9,31 @@ every page reads only the rows it shows. Counts are exact up to a cap and
 shown as "N+" beyond it; relevance (bm25) and other sorts are used when the
 match count makes them cheap, and the page says so when it falls back.
 
-This module holds the request parsing and SQL; ``search_view`` renders it.
-A search runs whole in one trip to a SQL thread (``in_one_trip``).
+This module holds the SQL and runs it; ``search_request`` parses a request,
+``search_view`` renders the result. A search runs whole in one trip to a SQL
+thread (``one_trip.in_one_trip``).
 """
-import collections
-import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from .compat import QueryInterrupted, Results, sqlite_timelimit
+from .compat import QueryInterrupted
+from .kept_counts import COUNTS_KEPT, kept_counts
+from .search_request import RESORT_CAP, SEARCH_COLUMNS, SearchError, clip
 
 COUNT_CAP = 10_000  # exact counts up to this many matches
 FACET_CAP = 10_000  # facets count the first this many matches, best first
-RESORT_CAP = 10_000  # relevance and column sorts up to this many matches
 # A filtered search's count checks at most this many matches against the
 # filters (~4 us each at 12M rows): exact when the search has no more, else
 # "N+" (at least N) with a note.
 FILTER_SCAN_CAP = 2_000
 DOMAIN_SCAN_MAX = 20_000  # domains this small are searched from the domain side
 COUNT_TIME_LIMIT_MS = 300  # a count that takes longer is given up, and the page says so
-COUNTS_KEPT = 4096  # counts of recent searches kept per database and process (KeptCounts; config counts_kept)
 # Browsing with filters that no index answers checks rows one by one: a page
 # looks through windows of this many rowids, for at most BROWSE_TIME_MS, and
 # the next page goes on where it stopped.
 BROWSE_WINDOW = 100_000
 BROWSE_TIME_MS = 300
-INT64_MAX = 2**63 - 1
-SEARCH_COLUMNS = [
-    "url", "text", "width", "height", "similarity", "punsafe", "pwatermark",
-    "aesthetic", "hash", "__index_level_0__", "domain_id", "url_hash",
-]
-FILTER_COLUMNS = {
-    "aesthetic": float, "punsafe": float, "pwatermark": float, "similarity": float,
-    "width": int, "height": int, "domain_id": int,
-}
-OPERATORS = {"exact": "=", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
-SORTABLE = set(SEARCH_COLUMNS) | {"rowid"}
-
-
-class SearchError(Exception):
-    """A bad request: the message is shown to the user with HTTP 400."""
-
-
-def fts_query(text, mode="default"):
-    """The FTS5 query for what a user typed.
-
-    default: words are ANDed and "quoted phrases" kept together; every term is
-    quoted, so no character the user types can be FTS5 syntax. An unbalanced
-    quote runs to the end. raw: the text is FTS5 syntax (OR, NOT, NEAR, prefix
-    ``*``, parentheses), checked when it runs.
-    """
-    if mode == "raw":
-        return text.strip() or None
-    # Control characters separate tokens anyway; NUL would cut the query short.
-    text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
-    terms = []
-    for match in re.finditer(r'"([^"]*)"?|([^\s"]+)', text):
-        term = match.group(1) if match.group(1) is not None else match.group(2)
-        term = term.strip()
-        if term:
-            terms.append('"' + term.replace('"', '""') + '"')
-    return " ".join(terms) or None
-
-
-@dataclass
-class SearchRequest:
-    text: str
-    query: str  # FTS5
-    mode: str = "default"
-    filters: list = field(default_factory=list)  # (column, operator, value)
-    sort: str = None  # column, or None for best first
-    sort_desc: bool = False
-    relevance: bool = False
-    after: int = None  # keyset: last rowid of the previous page
-    offset: int = 0  # for re-sorted results
-    size: int = 50
-    gallery: bool = False
-    # Datasette filters the search checks row by row, as Datasette builds
-    # them (its Filters, and _where fragments): [(sql, params)]
-    row_checks: list = field(default_factory=list)
-    # (key, value) of Datasette filters that are not in FILTER_COLUMNS
-    # with OPERATORS: made into row_checks by the caller (tableapi.py)
-    other_filters: list = field(default_factory=list)
-
-
-def _number(kind, column, raw):
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SearchError(f"{column}: {_clip(raw)!r} is not a number") from None
-    if kind is float and value != value:
-        raise SearchError(f"{column}: {_clip(raw)!r} is not a number")
-    if kind is int and not -INT64_MAX <= value <= INT64_MAX:
-        raise SearchError(f"{column}: {_clip(raw)!r} is too large")
-    return value
-
-
-def _clip(value, length=60):
-    return value if len(value) <= length else value[: length - 1] + "…"
-
-
-def parse_request(args, default_size, max_size):
-    """A SearchRequest from query-string arguments (a MultiParams or dict of
-    lists). Raises SearchError for anything it cannot honour."""
-    def first(name, default=None):
-        values = args.getlist(name) if hasattr(args, "getlist") else args.get(name, [])
-        return values[0] if values else default
-
-    text = first("_search", "") or ""
-    if len(text) > 1000:
-        raise SearchError("_search: at most 1,000 characters")
-    mode = first("_searchmode", "default")
-    if mode not in ("default", "raw"):
-        raise SearchError("_searchmode: use raw (FTS5 syntax: OR, NOT, NEAR, prefix*) or leave it out")
-    request = SearchRequest(text=text, query=fts_query(text, mode), mode=mode)
-    request.gallery = first("_view") == "gallery"
-    size = first("_size")
-    if size is None:
-        request.size = default_size
-    elif size == "max":
-        request.size = max_size
-    else:
-        if not (size.isascii() and size.isdigit()) or not 1 <= int(size) <= max_size:
-            raise SearchError(f"_size: a number from 1 to {max_size}, or max")
-        request.size = int(size)
-    sort, sort_desc = first("_sort"), first("_sort_desc")
-    if sort and sort_desc:
-        raise SearchError("use either _sort or _sort_desc, not both")
-    column = sort or sort_desc
-    if column == "relevance" or first("_order") == "relevance":
-        request.relevance = True
-    elif column:
-        if column not in SORTABLE:
-            raise SearchError(f"cannot sort by {_clip(column)!r}: sort by one of {', '.join(sorted(SORTABLE))} or relevance")
-        # best first is rowid order: these need no re-sort
-        if not ((column == "rowid" and sort) or (column == "aesthetic" and sort_desc)):
-            request.sort, request.sort_desc = column, bool(sort_desc)
-    next_token = first("_next")
-    if next_token:
-        digits = next_token.removeprefix("o")
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-            raise SearchError(f"_next: {_clip(next_token)!r} is not a page token from this search")
-        if next_token.startswith("o"):
-            # offsets page re-sorted results, which have at most RESORT_CAP rows
-            request.offset = min(int(digits), RESORT_CAP + max_size)
-        else:
-            request.after = int(digits)
-    keys = args.keys() if hasattr(args, "keys") else []
-    for key in keys:
-        if key.startswith("_") and "__" not in key:
-            continue  # Datasette's own arguments: not filters
-        column, _, op = key.rpartition("__") if "__" in key else (key, "", "exact")
-        if column not in FILTER_COLUMNS or op not in OPERATORS:
-            values = args.getlist(key) if hasattr(args, "getlist") else args.get(key, [])
-            request.other_filters += [(key, value) for value in values]
-            continue
-        raw = first(key)
-        if not raw.strip():
-            continue  # an empty box of the search form
-        request.filters.append((column, OPERATORS[op], _number(FILTER_COLUMNS[column], key, raw)))
-    domain = first("_domain")
-    if domain:
-        request.filters.append(("_domain", "=", domain.strip().lower()))
-    return request
 
 
 @dataclass
@@ -215,7 +76,7 @@ def check_conditions(db, request):
         try:
             db.execute(CHECK_CONDITION.format(condition=sql), params)
         except sqlite3.Error as ex:
-            raise SearchError(f"Invalid filter or _where ({_clip(sql)}): {ex}") from None
+            raise SearchError(f"Invalid filter or _where ({clip(sql)}): {ex}") from None
 
 
 def _conditions(db, request, sorted_best_first):
@@ -229,7 +90,7 @@ def _conditions(db, request, sorted_best_first):
         if column == "_domain":
             rows = (db.execute("select id from domain where domain = :d", {"d": value})).rows
             if not rows:
-                raise SearchError(f"_domain: no images from {_clip(value)!r}")
+                raise SearchError(f"_domain: no images from {clip(value)!r}")
             column, value = "domain_id", rows[0][0]
         if column == "domain_id" and op == "=":
             domain_id = value
@@ -316,94 +177,6 @@ def run_browse(db, request, sorted_best_first=True):
         rows=rows, columns=columns, count=None, count_exact=False, next_token=next_token,
         notes=notes, sql=sql, params={**params, "start": start}, order="best first",
     )
-
-
-class Connection:
-    """Datasette's ``Database.execute()``, as the search uses it, on one
-    sqlite3 connection: each query with Datasette's time limit (or a
-    shorter one), an interrupted one raised as QueryInterrupted. A search
-    runs whole in one ``Database.execute_fn()`` call (``in_one_trip``): one
-    trip to a SQL thread instead of one per query; under load every trip
-    waits for the busy event loop to take up its answer."""
-
-    def __init__(self, conn, database, time_limit_ms):
-        self.conn = conn
-        self.database = database  # Datasette's Database: where the kept counts live
-        self.time_limit_ms = time_limit_ms
-
-    def execute(self, sql, params=None, custom_time_limit=None):
-        limit = self.time_limit_ms
-        if custom_time_limit and custom_time_limit < limit:
-            limit = custom_time_limit
-        with sqlite_timelimit(self.conn, limit):
-            try:
-                cursor = self.conn.cursor()
-                cursor.execute(sql, params if params is not None else {})
-                rows = cursor.fetchall()
-            except (sqlite3.OperationalError, sqlite3.DatabaseError) as ex:
-                if ex.args == ("interrupted",):
-                    raise QueryInterrupted(ex, sql, params) from None
-                raise
-        return Results(rows, False, cursor.description)
-
-
-async def in_one_trip(datasette, database, work, time_limit_ms=None):
-    """``work(connection)`` (a Connection) run in one trip to a SQL thread
-    of ``database`` (Datasette's Database); returns what it returns. Each
-    query has Datasette's time limit, or ``time_limit_ms`` when lower
-    (``_timelimit``)."""
-    setting = datasette.setting("sql_time_limit_ms")
-    time_limit_ms = min(setting, time_limit_ms) if time_limit_ms else setting
-    return await database.execute_fn(lambda conn: work(Connection(conn, database, time_limit_ms)))
-
-
-def stored_best_first(conn):
-    """Whether the build stored rows best first; asked once per (immutable) database."""
-    database = conn.database
-    found = getattr(database, "_laion_best_first", None)
-    if found is None:
-        try:
-            rows = conn.execute("select value from build_info where key = 'order'").rows
-        except sqlite3.Error:  # no build_info: not a database this project built
-            rows = []
-        found = bool(rows) and rows[0][0] == "aesthetic desc"
-        if not database.is_mutable:
-            database._laion_best_first = found
-    return found
-
-
-class KeptCounts:
-    """The most recently used search counts of one immutable database: a
-    count is a pure function of the search and its filters there, and the
-    most expensive part of a filtered search (every match checked against
-    the filters), asked again for each next page."""
-
-    def __init__(self, entries=COUNTS_KEPT):
-        self.entries = entries
-        self.kept = collections.OrderedDict()
-
-    def get(self, key):
-        found = self.kept.get(key)
-        if found is not None:
-            self.kept.move_to_end(key)
-        return found
-
-    def put(self, key, value):
-        self.kept[key] = value
-        self.kept.move_to_end(key)
-        while len(self.kept) > self.entries:
-            self.kept.popitem(last=False)
-
-
-def _kept_counts(database, entries=COUNTS_KEPT):
-    """The KeptCounts of ``database`` (Datasette's), or None for a database
-    that can change (or when none are to be kept)."""
-    if database.is_mutable or not entries:
-        return None
-    counts = getattr(database, "_laion_counts", None)
-    if counts is None:
-        counts = database._laion_counts = KeptCounts(entries)
-    return counts
 
 
 def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
@@ -553,7 +326,7 @@ def run_search(db, request, sorted_best_first=True, counts_kept=COUNTS_KEPT):
         # visitor) comes from the counts kept for the immutable database.
         checks = tuple((sql, tuple(sorted(params.items()))) for sql, params in request.row_checks)
         key = (request.query, tuple(request.filters), checks, sorted_best_first, COUNT_CAP, FILTER_SCAN_CAP)
-        counts = _kept_counts(db.database, counts_kept)
+        counts = kept_counts(db.database, counts_kept)
         kept = counts.get(key) if counts is not None else None
         if kept is None:
             kept = count_matches()

@@ -20,7 +20,7 @@ from typing import Optional
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import compat, render, search, sites, tableapi
+from . import compat, one_trip, render, search, search_request, sites, tableapi
 from .compat import QueryInterrupted
 from .config import plugin_config
 from .profiles import SITE_COLUMNS
@@ -120,7 +120,7 @@ class Redirect(Exception):
 class Plan:
     """Everything a search request asks for, checked (phase 1 of handle)."""
 
-    search: search.SearchRequest
+    search: search_request.SearchRequest
     table: tableapi.TableArgs
     fmt: str
     actor: Optional[dict]
@@ -144,12 +144,12 @@ async def plan(datasette, incoming, request):
         raise Redirect(incoming.url_with(_sort_desc=args.get("_sort"), _sort_by_desc=None, _sort=None))
     table_metadata = datasette.table_metadata(database, TABLE) or {}
     max_size = datasette.setting("max_returned_rows")
-    parsed = search.parse_request(args, table_metadata.get("size") or datasette.setting("default_page_size"), max_size)
+    parsed = search_request.parse_request(args, table_metadata.get("size") or datasette.setting("default_page_size"), max_size)
     settings = {name: datasette.setting(name) for name in ("allow_facet", "allow_csv_stream", "default_cache_ttl")}
-    table_args = tableapi.parse(args, fmt, search.SEARCH_COLUMNS, FOREIGN_KEYS, settings,
+    table_args = tableapi.parse(args, fmt, search_request.SEARCH_COLUMNS, FOREIGN_KEYS, settings,
                                 table_metadata.get("facets") or ())
     if table_args.extra_search:
-        extra = search.fts_query(table_args.extra_search, parsed.mode)
+        extra = search_request.fts_query(table_args.extra_search, parsed.mode)
         parsed.query = f"({parsed.query}) AND ({extra})" if parsed.query and parsed.mode == "raw" else (
             f"{parsed.query} {extra}" if parsed.query else extra)
         parsed.text = " ".join(t for t in (parsed.text, table_args.extra_search) if t)
@@ -159,9 +159,9 @@ async def plan(datasette, incoming, request):
         raise tableapi.Forbidden("_where= is not allowed")
     for key, _ in parsed.other_filters:
         column = key.rsplit("__", 1)[0] if "__" in key else key
-        if column not in search.SEARCH_COLUMNS and column != "rowid":
-            raise search.SearchError(f"images has no column {column[:60]!r}: filter on "
-                                     + ", ".join(["rowid", *search.SEARCH_COLUMNS]))
+        if column not in search_request.SEARCH_COLUMNS and column != "rowid":
+            raise search_request.SearchError(f"images has no column {column[:60]!r}: filter on "
+                                     + ", ".join(["rowid", *search_request.SEARCH_COLUMNS]))
     clauses, params = compat.filter_clauses(parsed.other_filters, TABLE)
     parsed.row_checks = [(clause, params) for clause in clauses] + [(where, {}) for where in wheres if where.strip()]
     if table_args.stream:
@@ -171,9 +171,9 @@ async def plan(datasette, incoming, request):
 
 def _run(conn, plan, config, labels_wanted, facets_wanted):
     """The search (or browsing), the labels of the domains it shows, and the
-    source of its facets: one trip to a SQL thread (``conn``: a search.Connection)."""
+    source of its facets: one trip to a SQL thread (``conn``: a one_trip.Connection)."""
     search.check_conditions(conn, plan.search)
-    best_first = search.stored_best_first(conn)
+    best_first = one_trip.stored_best_first(conn)
     if plan.search.query:
         found = search.run_search(conn, plan.search, best_first, counts_kept=config["counts_kept"])
     else:
@@ -243,7 +243,7 @@ async def handle(datasette, incoming, scope, receive, send):
             await _stream_csv(datasette, db, the_plan, config, send)
             return
         labels_wanted = (fmt == "html" and the_plan.table.html_labels) or bool(the_plan.table.labels)
-        result, labels, facet_source = await search.in_one_trip(
+        result, labels, facet_source = await one_trip.in_one_trip(
             datasette, db, lambda conn: _run(conn, the_plan, config, labels_wanted, the_plan.table.facets),
             the_plan.table.time_limit_ms)
     except Redirect as ex:
@@ -253,7 +253,7 @@ async def handle(datasette, incoming, scope, receive, send):
         response = await error_response(datasette, request, fmt, 403, "Forbidden", str(ex))
         await response.asgi_send(send)
         return
-    except search.SearchError as ex:
+    except search_request.SearchError as ex:
         response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
         await response.asgi_send(send)
         return
@@ -411,7 +411,7 @@ async def _stream_csv(datasette, db, plan, config, send):
         request = plan.search
         while True:
             page_plan = dataclasses.replace(plan, search=request)
-            result, labels, _ = await search.in_one_trip(
+            result, labels, _ = await one_trip.in_one_trip(
                 datasette, db, lambda conn, page_plan=page_plan: _run(conn, page_plan, config, labels_wanted, False),
                 plan.table.time_limit_ms)
             label_of = {("domain_id", k): v for k, v in labels.items()}

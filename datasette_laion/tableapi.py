@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .compat import CustomRow
-from .search import SearchError
+from .search_request import SearchError
 
 FTS_TABLE, FTS_PK, FTS_COLUMNS = "images_fts", "rowid", ("text",)
 STREAM_CAP = 100_000  # rows of a streamed CSV (_stream=on); the caption search's own bound

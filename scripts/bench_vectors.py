@@ -413,6 +413,8 @@ def main():
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall@10 (and latency)")
     parser.add_argument("--exact-queries", type=int, default=20, help="queries timed for the brute-force reference")
+    parser.add_argument("--scan-queries", type=int, default=100,
+                        help="queries for sqlitevec-bit, a scan too (~3 s each at 12M)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "laion-vectors")
     parser.add_argument("--only", default=",".join(CANDIDATES))
     parser.add_argument("--clusters", type=int, default=4096)
@@ -426,7 +428,7 @@ def main():
     args.dir = base_dir / f"c{args.clusters}-s{args.per_subcluster}"  # one folder per shape of data
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.one:
-        measured = args.exact_queries if args.one == "exact" else args.queries
+        measured = {"exact": args.exact_queries, "sqlitevec-bit": args.scan_queries}.get(args.one, args.queries)
         if args.measure is not None:
             measure_one(args.one, args.dir, args.n, shape.dim, args.queries, measured, args.measure)
         else:
@@ -435,7 +437,8 @@ def main():
     path = vectors_file(args.dir, args.n, shape)
     truth_file(args.dir, load(path, args.n, shape.dim), args.n, args.queries)
     print(f"Vector index benchmark (scripts/bench_vectors.py), {args.n:,} vectors: {shape.describe()}")
-    print(f"{args.queries} queries (stored vectors, their own left out), recall@{K} against exact float cosine; "
+    print(f"{args.queries} queries (stored vectors, their own left out; exact: the first {args.exact_queries}, "
+          f"sqlitevec-bit: the first {args.scan_queries}), recall@{K} against exact float cosine; "
           f"+rescore: {RESCORE} candidates ranked again on the float16 vectors (memory-mapped, {path.stat().st_size / 2**30:.1f} GiB)")
     print("build peak: the whole RSS (VmHWM, memory-mapped vectors included) and its anonymous part (what the "
           "build needs); resident: anonymous memory the opened index takes; latency: one thread, the vectors' "
@@ -444,7 +447,8 @@ def main():
           f"{'p50 ms':>8}{'p95 ms':>8}{'recall@10':>11}")
     for name in args.only.split(","):
         run = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--queries", str(args.queries),
-                              "--exact-queries", str(args.exact_queries), "--dir", str(base_dir),
+                              "--exact-queries", str(args.exact_queries), "--scan-queries", str(args.scan_queries),
+                              "--dir", str(base_dir),
                               "--clusters", str(args.clusters), "--per-subcluster", str(args.per_subcluster),
                               "--one", name], capture_output=True, text=True)
         if run.returncode != 0:

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from datasette_laion import search
+from datasette_laion import kept_counts, one_trip, search, search_request
 
 DB = "/laion-aesthetic-6pls"
 
@@ -290,21 +290,21 @@ async def test_plain_table_pages_stay_datasette(ds):
     ],
 )
 def test_fts_query_default_mode(text, expected):
-    assert search.fts_query(text) == expected
+    assert search_request.fts_query(text) == expected
 
 
 @pytest.mark.asyncio
 async def test_a_count_that_takes_too_long_is_given_up_not_failed(ds, monkeypatch):
     from datasette.database import QueryInterrupted
 
-    original = search.Connection.execute
+    original = one_trip.Connection.execute
 
     def slow_counts(self, sql, *args, **kwargs):
         if sql.startswith("select count(*)"):
             raise QueryInterrupted(None, sql, {})
         return original(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(search.Connection, "execute", slow_counts)
+    monkeypatch.setattr(one_trip.Connection, "execute", slow_counts)
     body = (await ds.client.get(f"{DB}/images.json?_search=the&_size=3")).json()
     assert len(body["rows"]) == 3 and body["filtered_table_rows_count"] is None
     assert body["notes"] == ["These matches take too long to count; they are shown without a total."]
@@ -327,7 +327,7 @@ def test_search_page_cells_are_what_render_cell_gives(rows):
     labels = {i: d for d, i in domains.items()}
     urls = {"row": f"{DB}/images/", "domain": f"{DB}/domain/"}
     conf = dict(config.DEFAULTS)
-    columns = ["rowid"] + search.SEARCH_COLUMNS
+    columns = ["rowid"] + search_request.SEARCH_COLUMNS
     writers = search_view.cell_writers(columns, labels, urls, conf)
     for row in found:
         for column in columns:
@@ -348,14 +348,14 @@ async def test_counts_are_kept_for_the_next_pages(ds, rows, monkeypatch):
     is made once: its next pages, and the same search again, reuse it."""
     images, _ = rows
     counts = []
-    original = search.Connection.execute
+    original = one_trip.Connection.execute
 
     def counting(self, sql, *args, **kwargs):
         if sql.startswith("select count(*)") and "join images" in sql:  # matches checked against the filters
             counts.append(sql)
         return original(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(search.Connection, "execute", counting)
+    monkeypatch.setattr(one_trip.Connection, "execute", counting)
     path = f"{DB}/images.json?_search=dog&punsafe__lt=0.5&_size=5"
     first = (await ds.client.get(path)).json()
     expected = [r for r in matching(images, "dog") if r["punsafe"] is not None and r["punsafe"] < 0.5]
@@ -371,7 +371,7 @@ async def test_counts_are_kept_for_the_next_pages(ds, rows, monkeypatch):
 
 
 def test_kept_counts_are_bounded_and_only_for_immutable_databases():
-    kept = search.KeptCounts(entries=3)
+    kept = kept_counts.KeptCounts(entries=3)
     for i in range(5):
         kept.put(i, (i, True, None))
     assert kept.get(0) is None and kept.get(2) == (2, True, None)
@@ -381,7 +381,7 @@ def test_kept_counts_are_bounded_and_only_for_immutable_databases():
     class Mutable:
         is_mutable = True
 
-    assert search._kept_counts(Mutable()) is None
+    assert kept_counts.kept_counts(Mutable()) is None
 
 
 @pytest.mark.asyncio
@@ -391,7 +391,7 @@ async def test_a_search_is_one_trip_to_a_sql_thread(ds, monkeypatch):
     from datasette.database import Database
 
     trips, limits = [], []
-    original_fn, original_execute = Database.execute_fn, search.Connection.execute
+    original_fn, original_execute = Database.execute_fn, one_trip.Connection.execute
 
     async def counting_trips(self, fn):
         trips.append(fn)
@@ -402,7 +402,7 @@ async def test_a_search_is_one_trip_to_a_sql_thread(ds, monkeypatch):
         return original_execute(self, sql, params, custom_time_limit)
 
     monkeypatch.setattr(Database, "execute_fn", counting_trips)
-    monkeypatch.setattr(search.Connection, "execute", noting_limits)
+    monkeypatch.setattr(one_trip.Connection, "execute", noting_limits)
     for path in [f"{DB}/images?_search=dog&aesthetic__gte=5&punsafe__lt=0.5", f"{DB}/images.json?_search=the",
                  f"{DB}/images?_view=gallery&punsafe__lt=0.5"]:
         trips.clear()
