@@ -17,6 +17,7 @@ from . import (
     guard,
     image_page,
     limits,
+    mywork,
     pages,
     pipeline,
     render,
@@ -120,7 +121,7 @@ def register_routes(datasette):
     routes = [
         (r"^/-/laion/health$", views.health),
         (r"^/-/laion/stats(?P<format>\.json)?$", pages.stats_page),
-        (r"^/-/laion/mywork(?P<format>\.json)?$", pages.mywork_page),
+        (r"^/-/laion/mywork(?P<format>\.json)?$", mywork.mywork_page),
         (r"^/-/laion/sample-image$", views.sample_image),  # the demo's thumbnails (sample_images.py)
         (r"^/-/laion/sample-images/(?P<name>[^/]+)$", views.sample_image_by_name),
         # images like one image (an image database with a vectors file; 404 elsewhere)

@@ -5,7 +5,7 @@ the pages that show them.
 * ``/<db>/images/<rowid>/similar`` and ``.json``: the ``_size`` (default 24,
   at most 100) nearest images, with Datasette's ``_shape`` choices;
 * the image page's "similar images" and "near-duplicates" (image_page.py);
-* "images like these" under an answer of "is my work in it?" (pages.py).
+* "images like these" under an answer of "is my work in it?" (mywork.py).
 
 The vectors file is opened once per process, on first use, and only if its
 build id is the database's (``vectors_build_id`` in build_info). A database

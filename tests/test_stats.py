@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from datasette_laion import build, charts, functions, pages, site, stats
+from datasette_laion import build, charts, functions, mywork, site, stats
 
 STATS = "/-/laion/stats"
 MYWORK = "/-/laion/mywork"
@@ -305,7 +305,7 @@ async def test_mywork_name_counts(ds, db, source, name):
 
 @pytest.mark.asyncio
 async def test_mywork_counts_are_capped_like_the_search(ds, monkeypatch):
-    monkeypatch.setattr(pages, "COUNT_CAP", 100)
+    monkeypatch.setattr(mywork, "COUNT_CAP", 100)
     answer = (await ds.client.get(MYWORK + ".json?q=the")).json()
     assert answer["name"]["count"] == 100 and answer["name"]["count_exact"] is False
     assert answer["name"]["count_text"] == "100+"
@@ -344,7 +344,7 @@ async def test_mywork_safe_mode(ds):
     ],
 )
 def test_parse_lookup(text, kind, expected):
-    lookup = pages.parse_lookup(text, kind)
+    lookup = mywork.parse_lookup(text, kind)
     assert (lookup.kind, lookup.host, lookup.url) == expected
 
 
