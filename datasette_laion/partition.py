@@ -25,7 +25,8 @@ import pyarrow.ipc as ipc
 from . import profiles, rowfilter, stats
 from .exclude import load_exclusions
 from .functions import AUTHORITY_PREFIX_RE2, domain, url_hashes
-from .source import CORE_COLUMNS, RowGroups, SourceError, normalise, open_source
+from .read import RowGroups, normalise
+from .source import CORE_COLUMNS, SourceError, open_source
 
 ARROW_TYPES = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary()}
 CORE_TYPES = {

@@ -3,7 +3,7 @@
 only rows that meet every condition are loaded.
 
 A condition is checked on the value as the database stores it (the float32
-scores as their shortest decimal, ``source.normalise``), so that every row of
+scores as their shortest decimal, ``read.normalise``), so that every row of
 the database meets it. A NULL (or NaN) value meets none. The build reads a row
 group's filter columns first and decodes its other columns only when some of
 its rows match (``partition.py``), so a filter that keeps few rows reads little

@@ -65,7 +65,7 @@ def _values(array):
 
 class Histograms:
     """Accumulates every metric over batches of normalised images rows
-    (``source.normalise``: the values exactly as they are stored)."""
+    (``read.normalise``: the values exactly as they are stored)."""
 
     def __init__(self):
         self.rows = 0

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from datasette_laion import build, profiles, sample, sample_profiles, site
 from datasette_laion.cli import laion
 from datasette_laion.profiles import PROFILES, SITE_COLUMNS
-from datasette_laion.source import RowGroups, open_source
+from datasette_laion.read import RowGroups
+from datasette_laion.source import open_source
 
 ROWS = 2_400
 SEARCH = "dog"  # in about 12% of generated captions

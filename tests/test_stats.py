@@ -90,7 +90,8 @@ def test_source_file_checksums(db, parquet_dir):
 
 
 def test_histograms_merge_like_one_pass(parquet_dir):
-    from datasette_laion.source import iter_batches, normalise, open_sources
+    from datasette_laion.read import iter_batches, normalise
+    from datasette_laion.source import open_sources
 
     sources = open_sources([parquet_dir])
     whole, halves = stats.Histograms(), [stats.Histograms(), stats.Histograms()]
