@@ -7,8 +7,8 @@ time limit). The guard looks at a table request before Datasette does and
 either passes it on, passes it on rewritten to something an index answers
 (with a note for the page), or refuses it with a 400 that says what to do
 instead. It also refuses, for every table, the malformed parameters on which
-Datasette 0.65 answers HTTP 500 (``_sort_desc=nope``, ``_timelimit=abc``,
-``x__in=[``, ``_through=junk``, ``_facet={``).
+Datasette 0.65 answers HTTP 500 (``_sort_desc=nope``, ``x__in=[``,
+``_through=junk``, ``_facet={``: ``params.py``).
 
 The decisions are pure functions of a ``Table`` (what the database says about
 the table: columns, indexes, row count) and the query string; the ASGI glue
@@ -33,7 +33,6 @@ A table is guarded when it is listed in ``guarded_tables`` (with its
 full-text index tables), or has at least ``big_table_rows`` rows, or its row
 count is unknown.
 """
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -41,12 +40,12 @@ from urllib.parse import parse_qsl, urlencode
 
 from .compat import FILTER_LOOKUPS as LOOKUPS
 from .compat import urlsafe_components
+from .params import Refusal, bad, check_common, check_json_params, clip, first, is_filter, listing, split_filter
 
 # Datasette's filter operators (col__op=value): LOOKUPS; those an index answers:
 INDEX_LOOKUPS = ("exact", "gt", "gte", "lt", "lte", "isnull", "notnull", "notblank")
 # An exact value's rows come from its index in rowid (primary key) order.
 EQUALITY_LOOKUPS = frozenset({"exact", "isnull"})
-MAX_FACETS = 5  # facet parameters in one request, on any table
 FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_docsize", "_content", "_config")
 INT64 = re.compile(r"-?\d{1,18}")
 
@@ -123,121 +122,15 @@ class Decision:
         return self.status >= 400
 
 
-class Refusal(Exception):
-    def __init__(self, title, message):
-        super().__init__(message)
-        self.title, self.message = title, message
-
-
-def _bad(message):
-    return Refusal("Invalid request", message)
-
-
 def _unavailable(message):
     return Refusal("Not available on this table", message)
 
 
-def split_filter(key):
-    """(column, lookup) of a filter parameter, as Datasette reads it."""
-    if "__" in key:
-        column, lookup = key.rsplit("__", 1)
-        return column, lookup
-    return key, "exact"
-
-
-def is_filter(key):
-    """Datasette treats every parameter as a filter except _name ones."""
-    return not (key.startswith("_") and "__" not in key)
-
-
-def _first(pairs, key):
-    for k, v in pairs:
-        if k == key:
-            return v
-    return None
-
-
-def _clip(value, length=60):
-    value = str(value)
-    return value if len(value) <= length else value[: length - 1] + "…"
-
-
-def _listing(names, limit=12):
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
-
-
-def check_common(pairs):
-    """Checks for every database, table and query page: raises Refusal."""
-    limit = _first(pairs, "_timelimit")
-    if limit and not (limit.isascii() and limit.isdigit()):
-        raise _bad(f"_timelimit: a number of milliseconds (it can only lower the time limit), not {_clip(limit)!r}")
-
-
-def check_allow_debug(pairs):
-    """/-/allow-debug's actor and allow: JSON it can compare (Datasette 0.65
-    fails with a 500 on others)."""
-
-    def scalars(value):
-        return all(isinstance(v, (str, int, float, bool)) or v is None for v in (value if isinstance(value, list) else [value]))
-
-    for key, allowed in (("actor", (dict, type(None))), ("allow", (dict, bool, type(None)))):
-        raw = _first(pairs, key)
-        if not raw:
-            continue
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            continue  # the page says so itself
-        if not isinstance(value, allowed) or (isinstance(value, dict) and not all(scalars(v) for v in value.values())):
-            raise _bad(f"{key}: a JSON object of names and values, such as {{\"id\": \"root\"}}")
-
-
-def _check_json_params(pairs):
-    facets = 0
-    for key, value in pairs:
-        if key.startswith("_facet"):
-            if key != "_facet_size":
-                facets += 1
-            if value.startswith("{"):
-                try:
-                    config = json.loads(value)
-                except ValueError:
-                    config = None
-                if not isinstance(config, dict) or not isinstance(config.get("column", config.get("simple")), str):
-                    raise _bad(f'{key}: a column name, or JSON such as {{"simple": "column"}}, not {_clip(value)!r}')
-        elif key == "_through":
-            try:
-                through = json.loads(value)
-            except ValueError:
-                through = None
-            if not (
-                isinstance(through, dict)
-                and all(isinstance(through.get(k), str) for k in ("table", "column"))
-                and isinstance(through.get("value"), (str, int, float))
-            ):
-                raise _bad('_through: JSON such as {"table": "t", "column": "c", "value": "v"}')
-        elif is_filter(key) and split_filter(key)[1] in ("in", "notin") and value.startswith("["):
-            try:
-                values = json.loads(value)
-            except ValueError:
-                values = None
-            if not isinstance(values, list) or not all(
-                v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values
-            ):
-                raise _bad(f"{key}: a comma-separated list, or a JSON list of values, not {_clip(value)!r}")
-            if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values):
-                raise _bad(f"{key}: a number too large for the database")
-    if facets > MAX_FACETS:
-        raise _bad(f"at most {MAX_FACETS} facets at a time")
-
-
 def _sort_of(table, pairs):
     """(column, descending, explicit) of the requested order, or None."""
-    sort, sort_desc = _first(pairs, "_sort") or None, _first(pairs, "_sort_desc") or None
+    sort, sort_desc = first(pairs, "_sort") or None, first(pairs, "_sort_desc") or None
     if sort and sort_desc:
-        raise _bad("use either _sort or _sort_desc, not both")
+        raise bad("use either _sort or _sort_desc, not both")
     if sort or sort_desc:
         return (sort or sort_desc, bool(sort_desc), True)
     if table.default_sort:
@@ -254,9 +147,9 @@ def _filters(table, pairs):
             continue
         column, lookup = split_filter(key)
         if lookup not in LOOKUPS:
-            raise _bad(f"{_clip(key)}: no such filter; use column__op with op one of {', '.join(sorted(LOOKUPS))}")
+            raise bad(f"{clip(key)}: no such filter; use column__op with op one of {', '.join(sorted(LOOKUPS))}")
         if column not in table.filterable:
-            raise _bad(f"{table.name} has no column {_clip(column)!r}; columns: {_listing(table.columns)}")
+            raise bad(f"{table.name} has no column {clip(column)!r}; columns: {listing(table.columns)}")
         found.append((key, column, lookup, value))
     return found
 
@@ -276,7 +169,7 @@ def _is_natural(table, sort):
 
 
 def _check_next(table, pairs, sort):
-    token = _first(pairs, "_next")
+    token = first(pairs, "_next")
     if not token:
         return
     keys = 1 if table.rowid else max(len(table.primary_keys), 1)
@@ -284,7 +177,7 @@ def _check_next(table, pairs, sort):
     # sorted pages' tokens are "value,key": Datasette reads them so
     expected = keys + (1 if sort is not None else 0)
     if len(parts) != expected or (table.rowid and not INT64.fullmatch(parts[-1])):
-        raise _bad(f"_next: {_clip(token)!r} is not a page token of this page; follow its Next page link")
+        raise bad(f"_next: {clip(token)!r} is not a page token of this page; follow its Next page link")
 
 
 def decide(table, fmt, query):
@@ -299,20 +192,20 @@ def decide(table, fmt, query):
 
 def _decide(table, fmt, pairs):
     check_common(pairs)
-    _check_json_params(pairs)
+    check_json_params(pairs)
     original = list(pairs)
     # A blank search (Datasette's own filter form always sends one) is no
     # search; Datasette would run it, and FTS5 refuses an empty query.
     if table.fts and any(k == "_search" and not v.strip() for k, v in pairs):
         pairs = [(k, v) for k, v in pairs if not (k == "_search" and not v.strip())]
-        if _first(pairs, "_search") is None:
+        if first(pairs, "_search") is None:
             pairs = [(k, v) for k, v in pairs if k != "_searchmode"]
     sort = _sort_of(table, pairs)
     if sort and sort[2] and sort[0] not in table.sort_columns:
         offered = table.cheap_columns if table.guarded else sorted(table.sort_columns)
-        raise _bad(f"cannot sort {table.name} by {_clip(sort[0])!r}: sort by one of {_listing(offered)}")
-    if table.is_view and _first(pairs, "_next") and not _first(pairs, "_next").isdigit():
-        raise _bad("_next: a page token is a number for this view; follow its Next page link")
+        raise bad(f"cannot sort {table.name} by {clip(sort[0])!r}: sort by one of {listing(offered)}")
+    if table.is_view and first(pairs, "_next") and not first(pairs, "_next").isdigit():
+        raise bad("_next: a page token is a number for this view; follow its Next page link")
     filters = _filters(table, pairs)
     if not table.guarded:
         if not table.is_view:
@@ -324,7 +217,7 @@ def _decide(table, fmt, pairs):
         return Decision(status=302, query=browse)
     _refuse_filters(table, sort, filters)
     pairs, sort, notes = _cheap_order(table, pairs, sort, filters)
-    if (filters or table.count is None) and _first(pairs, "_nocount") != "1":
+    if (filters or table.count is None) and first(pairs, "_nocount") != "1":
         pairs = [(k, v) for k, v in pairs if k != "_nocount"] + [("_nocount", "1")]
     if filters:
         notes.append(f"Not counted: counting the rows of a filter could read most of the {_rows(table)} of {table.name}.")
@@ -409,7 +302,7 @@ def _refuse_scans(table, fmt, pairs, sort):
             f"Facets count all {size} of {table.name}: not offered here. Images per domain are in the domain "
             "table (sorted by image_counts), score distributions on the statistics page (/-/laion/stats)"
         )
-    if fmt == "csv" and _first(pairs, "_stream"):
+    if fmt == "csv" and first(pairs, "_stream"):
         raise _unavailable(
             f"Streaming all {size} of {table.name} as CSV is not offered: a CSV page holds up to 1,000 rows "
             "(_size=max); follow the next page with _next"
@@ -435,7 +328,7 @@ def _refuse_filters(table, sort, filters):
     for key, column, lookup, _ in filters:
         if column not in cheap or lookup not in INDEX_LOOKUPS:
             raise _unavailable(
-                f"The filter {_clip(key)} would read all {size} of {table.name}: filter on {', '.join(cheap)} "
+                f"The filter {clip(key)} would read all {size} of {table.name}: filter on {', '.join(cheap)} "
                 f"with {', '.join('__' + op for op in INDEX_LOOKUPS)}"
                 + (". To find words in captions, search them (_search=words)" if column == "text" else "")
                 + (". To look up an image by its address, use the image_by_url query" if column == "url" else "")
@@ -455,7 +348,7 @@ def _cheap_order(table, pairs, sort, filters):
     notes = []
     natural, descending = _is_natural(table, sort)
     if not filters:
-        if natural and sort and sort[0] == table.natural and _first(pairs, "_next"):
+        if natural and sort and sort[0] == table.natural and first(pairs, "_next"):
             # best first asked as aesthetic desc: its next pages in rowid order
             pairs, sort = _unsort(table, pairs)
         return pairs, sort, notes

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 from datasette.utils import tilde_decode
 from datasette.utils.asgi import Request, Response
 
-from . import guard, search_view, sites, tables
+from . import guard, params, search_view, sites, tables
 from .compat import MultiParams, urlsafe_components
 from .config import plugin_config, raw_plugin_config
 from .page_cache import PageCache
@@ -162,8 +162,8 @@ class Pipeline:
             return
         if kind == "allow-debug":
             try:
-                guard.check_allow_debug(incoming.pairs)
-            except guard.Refusal as ex:
+                params.check_allow_debug(incoming.pairs)
+            except params.Refusal as ex:
                 await self.refuse(incoming, scope, receive, send, ex.title, ex.message)
                 return
             await self.app(scope, receive, send)
@@ -211,12 +211,12 @@ class Pipeline:
                 table = await tables.describe(datasette, db, incoming.table, config)
         if table is None:  # the database page (SQL), a canned query, or no such table
             try:
-                guard.check_common(incoming.pairs)
+                params.check_common(incoming.pairs)
                 if incoming.kind == "database" and fmt == "csv" and not (incoming.args.get("sql") or "").strip():
                     # Datasette 0.65 fails with a 500 on the database page as CSV
-                    raise guard.Refusal("Invalid request",
+                    raise params.Refusal("Invalid request",
                                         "CSV of a query: add ?sql=select ... (the database page itself has no CSV)")
-            except guard.Refusal as ex:
+            except params.Refusal as ex:
                 await self.refuse(incoming, scope, receive, send, ex.title, ex.message)
                 return None
             return scope

@@ -1,6 +1,7 @@
 """What a search asks for: the query string parsed once into a SearchRequest
-(words as an FTS5 query, filters, sort, page), or a SearchError saying what
-cannot be honoured (HTTP 400). ``search`` runs it."""
+(words as an FTS5 query, or words to search by meaning; filters, sort,
+page), or a SearchError saying what cannot be honoured (HTTP 400).
+``search`` runs it (``meaning_search`` a search by meaning)."""
 import re
 from dataclasses import dataclass, field
 
@@ -16,6 +17,9 @@ FILTER_COLUMNS = {
 }
 OPERATORS = {"exact": "=", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
 SORTABLE = set(SEARCH_COLUMNS) | {"rowid"}
+# _searchmode: words (FTS5, every term quoted), raw FTS5 syntax, or meaning
+# (the words embedded by the CLIP text encoder: meaning_search.py)
+MODES = ("default", "raw", "meaning")
 
 
 class SearchError(Exception):
@@ -46,8 +50,8 @@ def fts_query(text, mode="default"):
 @dataclass
 class SearchRequest:
     text: str
-    query: str  # FTS5
-    mode: str = "default"
+    query: str  # FTS5; None for a search by meaning
+    mode: str = "default"  # one of MODES
     filters: list = field(default_factory=list)  # (column, operator, value)
     sort: str = None  # column, or None for best first
     sort_desc: bool = False
@@ -62,6 +66,14 @@ class SearchRequest:
     # (key, value) of Datasette filters that are not in FILTER_COLUMNS
     # with OPERATORS: made into row_checks by the caller (tableapi.py)
     other_filters: list = field(default_factory=list)
+    # a search by meaning's candidates, [(rowid, cosine)] nearest first:
+    # found by meaning_search.prepare
+    nearest: list = field(default_factory=list)
+
+    @property
+    def searching(self):
+        """Whether it searches (words, or meaning), rather than browsing."""
+        return bool(self.query) or self.mode == "meaning"
 
 
 def _number(kind, column, raw):
@@ -91,9 +103,10 @@ def parse_request(args, default_size, max_size):
     if len(text) > 1000:
         raise SearchError("_search: at most 1,000 characters")
     mode = first("_searchmode", "default")
-    if mode not in ("default", "raw"):
-        raise SearchError("_searchmode: use raw (FTS5 syntax: OR, NOT, NEAR, prefix*) or leave it out")
-    request = SearchRequest(text=text, query=fts_query(text, mode), mode=mode)
+    if mode not in MODES:
+        raise SearchError("_searchmode: use raw (FTS5 syntax: OR, NOT, NEAR, prefix*), meaning (images nearest in "
+                          "meaning to the words), or leave it out")
+    request = SearchRequest(text=text, query=None if mode == "meaning" else fts_query(text, mode), mode=mode)
     request.gallery = first("_view") == "gallery"
     size = first("_size")
     if size is None:
@@ -142,6 +155,22 @@ def parse_request(args, default_size, max_size):
     domain = first("_domain")
     if domain:
         request.filters.append(("_domain", "=", domain.strip().lower()))
+    if mode == "meaning":
+        _check_meaning(first, request)
     return request
+
+
+def _check_meaning(first, request):
+    """Raise SearchError for what a search by meaning cannot honour (it is
+    ordered nearest first, paged by offsets)."""
+    for name in ("_sort", "_sort_desc"):
+        if first(name):
+            raise SearchError(f"{name}: a search by meaning is ordered nearest in meaning first; leave out {name}, "
+                              "or search by words to sort")
+    if first("_order") == "relevance":
+        raise SearchError("_order=relevance: a search by meaning is ordered by its own relevance, nearest first; "
+                          "leave out _order")
+    if request.after is not None:
+        raise SearchError(f"_next: {clip(first('_next'))!r} is not a page token of this search by meaning")
 
 

@@ -3,15 +3,14 @@
 ``/<db>/images?_search=...`` as HTML, JSON and CSV (and any ``_view=gallery``
 or ``_view=table`` page: the search form's browsing, with filters and no
 words) are answered here, routed by the request pipeline (pipeline.py), with
-the fast search of ``search.py``. A request is answered in phases: ``plan``
-(its arguments, checked: permissions, Datasette's table arguments by
-``tableapi``, redirects), one trip to a SQL thread (``_run``: the search, the
-labels it shows, the source of its facets), Datasette's facet classes when
-asked, then the page: HTML, JSON through Datasette's own renderer, or CSV.
+the fast search of ``search.py`` (with ``_searchmode=meaning``, the search
+by meaning of ``meaning_search.py``). A request is answered in phases:
+``plan`` (its arguments, checked: permissions, Datasette's table arguments
+by ``tableapi``, redirects; a search by meaning's nearest images), one trip
+to a SQL thread (``_run``: the search, the labels it shows, the source of
+its facets), Datasette's facet classes when asked, then the page: HTML,
+JSON through Datasette's own renderer, or CSV (search_csv.py).
 """
-import csv
-import dataclasses
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Optional
 from datasette.utils.asgi import Request, Response
 from markupsafe import Markup, escape
 
-from . import compat, one_trip, render, search, search_request, sites, tableapi
+from . import compat, meaning, meaning_search, one_trip, render, search, search_csv, search_request, sites, tableapi
 from .compat import QueryInterrupted
 from .config import plugin_config
 from .profiles import SITE_COLUMNS
@@ -31,12 +30,14 @@ TABLE = "images"
 
 def wants_search(incoming, scope):
     """Whether a request to a LAION table (an Incoming) is one of ours: a
-    search of the images table, or its gallery or table view."""
+    search of the images table (a search by meaning even without words: it
+    says what it lacks), or its gallery or table view."""
     if incoming.table != TABLE or incoming.fmt not in (None, "json", "csv") or scope.get("method") not in ("GET", "HEAD"):
         return False
     has_search = any(v.strip() for key in incoming.args.keys() if key == "_search" or key.startswith("_search_")
                      for v in incoming.args.getlist(key))
-    return has_search or incoming.args.get("_view", "") in ("gallery", "table")
+    return has_search or incoming.args.get("_view", "") in ("gallery", "table") or (
+        incoming.args.get("_searchmode") == "meaning")
 
 
 def _count_text(result):
@@ -130,7 +131,8 @@ class Plan:
 
 async def plan(datasette, incoming, request):
     """The Plan of a request; raises SearchError (400), tableapi.Forbidden
-    (403) or Redirect (302)."""
+    (403), Redirect (302) or meaning.LoadError (503). A search by meaning
+    finds its candidates here (meaning_search.prepare)."""
     args, database, fmt = incoming.args, incoming.database, incoming.fmt or "html"
     actor = await compat.actor_from_request(datasette, request)
     visible, private = await datasette.check_visibility(
@@ -146,9 +148,11 @@ async def plan(datasette, incoming, request):
     max_size = datasette.setting("max_returned_rows")
     parsed = search_request.parse_request(args, table_metadata.get("size") or datasette.setting("default_page_size"), max_size)
     settings = {name: datasette.setting(name) for name in ("allow_facet", "allow_csv_stream", "default_cache_ttl")}
-    table_args = tableapi.parse(args, fmt, search_request.SEARCH_COLUMNS, FOREIGN_KEYS, settings,
-                                table_metadata.get("facets") or ())
-    if table_args.extra_search:
+    table_columns = meaning_search.COLUMNS[1:] if parsed.mode == "meaning" else search_request.SEARCH_COLUMNS
+    table_args = tableapi.parse(args, fmt, table_columns, FOREIGN_KEYS, settings, table_metadata.get("facets") or ())
+    if table_args.extra_search and parsed.mode == "meaning":
+        parsed.text = table_args.extra_search
+    elif table_args.extra_search:
         extra = search_request.fts_query(table_args.extra_search, parsed.mode)
         parsed.query = f"({parsed.query}) AND ({extra})" if parsed.query and parsed.mode == "raw" else (
             f"{parsed.query} {extra}" if parsed.query else extra)
@@ -166,6 +170,8 @@ async def plan(datasette, incoming, request):
     parsed.row_checks = [(clause, params) for clause in clauses] + [(where, {}) for where in wheres if where.strip()]
     if table_args.stream:
         parsed.size = max_size
+    if parsed.mode == "meaning":
+        await meaning_search.prepare(datasette, database, parsed)
     return Plan(parsed, table_args, fmt, actor, private, allow_sql)
 
 
@@ -174,23 +180,33 @@ def _run(conn, plan, config, labels_wanted, facets_wanted):
     source of its facets: one trip to a SQL thread (``conn``: a one_trip.Connection)."""
     search.check_conditions(conn, plan.search)
     best_first = one_trip.stored_best_first(conn)
-    if plan.search.query:
+    meaning_mode = plan.search.mode == "meaning"
+    if meaning_mode:
+        found = meaning_search.run(conn, plan.search)
+    elif plan.search.query:
         found = search.run_search(conn, plan.search, best_first, counts_kept=config["counts_kept"])
     else:
         found = search.run_browse(conn, plan.search, best_first)
     labels = _domain_labels(conn, found) if labels_wanted else {}
-    facet_source = search.facet_source(conn, plan.search, best_first) if facets_wanted else None
+    facet_source = None
+    if facets_wanted:
+        facet_source = (meaning_search.facet_source(conn, plan.search) if meaning_mode
+                        else search.facet_source(conn, plan.search, best_first))
     return found, labels, facet_source
 
 
 def _json_data(datasette, plan, result, columns, rows, database, next_url, query_ms, facets, facets_exact):
+    parsed = plan.search
+    description = result.order
+    if parsed.mode == "meaning":
+        description = f"{result.order} to {parsed.text!r}"
+    elif parsed.query:
+        description = f"where search matches {parsed.text!r}, {result.order}"
     data = {
         "database": database,
         "table": TABLE,
         "is_view": False,
-        "human_description_en": (
-            f"where search matches {plan.search.text!r}, {result.order}" if plan.search.query else result.order
-        ),
+        "human_description_en": description,
         "rows": rows,
         "truncated": False,
         "filtered_table_rows_count": None if plan.table.nocount else result.count,
@@ -209,6 +225,7 @@ def _json_data(datasette, plan, result, columns, rows, database, next_url, query
         "allow_execute_sql": plan.allow_sql,
         "query_ms": query_ms,
         "order": result.order,
+        "search_mode": parsed.mode if parsed.searching else None,  # default (words), raw or meaning
         "stored_order": _site(datasette, database).info.get("order", "aesthetic desc"),  # what "best first" is
         "notes": result.notes + ([] if facets_exact else [facets_note()] if facets else []),
     }
@@ -240,7 +257,9 @@ async def handle(datasette, incoming, scope, receive, send):
     try:
         the_plan = await plan(datasette, incoming, request)
         if the_plan.table.stream:
-            await _stream_csv(datasette, db, the_plan, config, send)
+            await search_csv.stream_csv(
+                datasette, db, the_plan,
+                lambda conn, page_plan: _run(conn, page_plan, config, bool(the_plan.table.labels), False), send)
             return
         labels_wanted = (fmt == "html" and the_plan.table.html_labels) or bool(the_plan.table.labels)
         result, labels, facet_source = await one_trip.in_one_trip(
@@ -255,6 +274,11 @@ async def handle(datasette, incoming, scope, receive, send):
         return
     except search_request.SearchError as ex:
         response = await error_response(datasette, request, fmt, 400, "Invalid search", str(ex))
+        await response.asgi_send(send)
+        return
+    except meaning.LoadError as ex:
+        logging.getLogger(__name__).error("search by meaning: %s", ex)
+        response = await error_response(datasette, request, fmt, 503, "Search by meaning unavailable", str(ex))
         await response.asgi_send(send)
         return
     except QueryInterrupted:
@@ -280,7 +304,7 @@ async def handle(datasette, incoming, scope, receive, send):
         response = compat.json_response(incoming.args, data)
     elif fmt == "csv":
         columns, rows = tableapi.rows_for(result.columns, result.rows, the_plan.table, label_of)
-        await _send_csv(send, the_plan, columns, _one_page(rows), incoming)
+        await search_csv.send_csv(send, the_plan, columns, search_csv.one_page(rows))
         return
     else:
         response = await _html(datasette, request, incoming, the_plan, result, labels, next_url, query_ms,
@@ -315,6 +339,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
                 "thumb": render.render_cell(row, row["url"], "url", TABLE, config, threshold=threshold),
                 "text": row["text"],
                 "aesthetic": row["aesthetic"],
+                "cosine": row.get("cosine"),
                 "domain": labels.get(row["domain_id"]),
                 "domain_url": f'{urls["domain"]}{row["domain_id"]}' if row["domain_id"] else None,
             }
@@ -336,6 +361,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             "table": TABLE,
             "search_text": parsed.text,
             "search_mode": parsed.mode,
+            "meaning_offered": meaning_search.offered(datasette, database),
             "filters": list(parsed.filters),
             "other_filters": list(parsed.other_filters) + [("_where", w) for w in incoming.args.getlist("_where")],
             "columns": columns,
@@ -351,7 +377,7 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
             "next_url": next_url,
             # without words, the table view is ours too (Datasette's own table
             # page answers one filter at a time)
-            "table_url": incoming.url_with(_view=None) if parsed.query else incoming.url_with(_view="table"),
+            "table_url": incoming.url_with(_view=None) if parsed.searching else incoming.url_with(_view="table"),
             "gallery_url": incoming.url_with(_view="gallery"),
             "json_url": incoming.url_with().replace(images_url, images_url + ".json", 1),
             "relevance_url": incoming.url_with(_sort="relevance", _next=None, _sort_desc=None),
@@ -363,75 +389,6 @@ async def _html(datasette, request, incoming, plan, result, labels, next_url, qu
         view_name="table",
     )
     return Response.html(html)
-
-
-async def _send_csv(send, plan, columns, pages, incoming, max_bytes=None):
-    """A CSV of ``pages`` (an async iterator of lists of rows) as Datasette writes a table's CSV: headings (an expanded
-    column followed by <column>_label; none with _header=off), text/plain
-    (text/csv and an attachment with _dl)."""
-    expanded = [c for c in columns if c in plan.table.labels]
-    headers = [(b"content-type", b"text/csv; charset=utf-8" if plan.table.download else b"text/plain; charset=utf-8")]
-    if plan.table.download:
-        headers.append((b"content-disposition", f'attachment; filename="{TABLE}.csv"'.encode()))
-    if plan.table.stream:
-        headers.append((b"x-laion-stream-cap", str(tableapi.STREAM_CAP).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    def lines(rows, first):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        if first and plan.table.header:
-            writer.writerow(tableapi.csv_headings(columns, expanded))
-        for row in rows:
-            writer.writerow(tableapi.csv_row(columns, row, expanded))
-        return buffer.getvalue().encode("utf-8")
-
-    first = True
-    async for rows in pages:
-        await send({"type": "http.response.body", "body": lines(rows, first), "more_body": True})
-        first = False
-    if first and plan.table.header:
-        await send({"type": "http.response.body", "body": lines([], True), "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def _one_page(rows):
-    yield rows
-
-
-async def _stream_csv(datasette, db, plan, config, send):
-    """``.csv?_stream=on``: every match, page after page (keyset, best
-    first; or offsets of a re-sorted search), up to tableapi.STREAM_CAP rows
-    and STREAM_SECONDS of work."""
-    labels_wanted = bool(plan.table.labels)
-    began = time.perf_counter()
-
-    async def pages():
-        sent = 0
-        request = plan.search
-        while True:
-            page_plan = dataclasses.replace(plan, search=request)
-            result, labels, _ = await one_trip.in_one_trip(
-                datasette, db, lambda conn, page_plan=page_plan: _run(conn, page_plan, config, labels_wanted, False),
-                plan.table.time_limit_ms)
-            label_of = {("domain_id", k): v for k, v in labels.items()}
-            rows = result.rows[: tableapi.STREAM_CAP - sent]
-            _, shown = tableapi.rows_for(result.columns, rows, plan.table, label_of)
-            sent += len(shown)
-            yield shown
-            token = result.next_token
-            if not token or sent >= tableapi.STREAM_CAP or time.perf_counter() - began > STREAM_SECONDS:
-                return
-            if token.startswith("o"):
-                request = dataclasses.replace(request, offset=int(token[1:]), after=None)
-            else:
-                request = dataclasses.replace(request, after=int(token))
-
-    columns = list(plan.table.columns)
-    await _send_csv(send, plan, columns, pages(), None)
-
-
-STREAM_SECONDS = 120  # of SQL work for one streamed CSV
 
 
 async def handle_safely(datasette, incoming, scope, receive, send):

@@ -16,5 +16,18 @@ if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v ap
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# Search by meaning's model tests need the clip extra (open_clip, torch). PyPI's
+# torch is a CUDA build (~3 GB with its libraries); a CPU build (~200 MB) is
+# enough, and is used when pip finds one on this machine's disk (its
+# find-links), with the torchvision made for that torch (open_clip imports it;
+# a newer one would bring a newer, CUDA, torch). Elsewhere the extra is left
+# out and those tests skip.
+TORCH_CPU=2.13.0
+TORCHVISION=0.28.0
+if .venv/bin/python -m pip install -q --no-index --no-deps "torch==$TORCH_CPU" 2>/dev/null; then
+    .venv/bin/python -m pip install -q "torch==$TORCH_CPU" "torchvision==$TORCHVISION" -e '.[test,clip]'
+else
+    echo "no CPU build of torch $TORCH_CPU on this machine: the clip extra is left out (search by meaning's model tests skip)" >&2
+    .venv/bin/python -m pip install -q -e '.[test]'
+fi
 exec .venv/bin/python -m pytest "$@"
