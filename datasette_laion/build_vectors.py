@@ -8,8 +8,8 @@ import uuid
 
 import numpy as np
 
-from . import near_duplicates, vector_index
-from .partition import read_bucket
+from . import near_duplicates, vector_build, vector_index
+from .partition import read_bucket, release_memory
 
 
 def positions(buckets):
@@ -23,20 +23,23 @@ def run(path, files, buckets, conn, bar, exact_below=vector_index.EXACT_BELOW):
     """Write the vectors file ``path`` for ``files`` (embeddings.aligned's)
     and the near-duplicates into ``conn``; ``bar(desc, total)`` makes a
     progress bar. Returns the build_info facts."""
+    release_memory()
     kept = positions(buckets)
     with bar("embeddings", sum(f.rows for f in files)) as progress:
-        rows, dim = vector_index.write_vectors(path, files, kept, progress.update)
+        rows, dim = vector_build.write_vectors(path, files, kept, progress.update)
     del kept
+    release_memory()
     build_id = uuid.uuid4().hex
-    header = vector_index.Header(rows=rows, dim=dim, build_id=build_id, index="")
-    vectors = vector_index.matrix(path, header)
-    with bar("vector index", rows) as progress:
-        index, lists, description = vector_index.build_index(vectors, exact_below, progress.update)
-    vector_index.finish_file(path, rows, dim, build_id, index, description)
-    del index  # the near-duplicate pass needs only each row's list
-    with bar("near-duplicates", rows) as progress:
-        count, roots = near_duplicates.find(vectors, lists, progress=progress.update)
-    del lists, vectors
+    with vector_build.RowReader(path, rows, dim) as vectors:
+        with bar("vector index", rows) as progress:
+            index, lists, description = vector_build.build_index(
+                vectors, path.with_name(path.name + ".codes"), exact_below, progress.update)
+        vector_build.finish_file(path, rows, dim, build_id, index, description)
+        del index  # the near-duplicate pass needs only each row's list
+        release_memory()
+        with bar("near-duplicates", rows) as progress:
+            count, roots = near_duplicates.find(vectors, lists, progress=progress.update)
+    del lists
     conn.execute("begin")
     conn.execute(near_duplicates.CREATE_TABLE)
     conn.executemany(near_duplicates.INSERT, near_duplicates.table_rows(count, roots))

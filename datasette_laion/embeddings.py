@@ -38,18 +38,54 @@ class EmbeddingFile:
     dim: int
     member: str = None  # the npz array or the parquet column read
 
+    def blocks(self, rows):
+        """(first row, vectors) of the file, ``rows`` at a time: float32,
+        each row of unit length (a zero or non-finite row stays zero: it has
+        no neighbours). Streamed: memory is one block, however large the
+        file, and nothing is mapped."""
+        if self.kind == "parquet":
+            first = 0
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=rows, columns=[self.member]):
+                column = batch.column(0)
+                yield first, unit_rows(_list_values(column, len(column), self.dim))
+                first += len(column)
+            return
+        with zipfile.ZipFile(self.path) if self.kind == "npz" else _nothing() as archive:
+            with archive.open(self.member + ".npy") if archive else open(self.path, "rb") as fp:
+                dtype, fortran = _array_header(fp)[1:]
+                if fortran:
+                    raise SourceError(f"embeddings: {self.path} stores its array in Fortran order; "
+                                      "save it in C order (numpy's default)")
+                row_bytes = self.dim * dtype.itemsize
+                for first in range(0, self.rows, rows):
+                    count = min(rows, self.rows - first)
+                    data = fp.read(count * row_bytes)
+                    if len(data) != count * row_bytes:
+                        raise SourceError(f"embeddings: {self.path} ends before row {first + count:,}")
+                    yield first, unit_rows(np.frombuffer(data, dtype=dtype).reshape(count, self.dim))
+
     def read(self):
-        """The file's vectors: a (rows, dim) float32 array, each row of unit
-        length (a zero or non-finite row stays zero: it has no neighbours)."""
-        if self.kind == "npy":
-            data = np.load(self.path, mmap_mode="r")
-        elif self.kind == "npz":
-            with np.load(self.path) as archive:
-                data = archive[self.member]
-        else:
-            column = pq.read_table(self.path, columns=[self.member]).column(0).combine_chunks()
-            data = _list_values(column, self.rows, self.dim)
-        return unit_rows(np.asarray(data, dtype=np.float32))
+        """All the file's vectors (``blocks``, joined): small files only."""
+        return np.concatenate([block for _, block in self.blocks(max(self.rows, 1))] or
+                              [np.zeros((0, self.dim), dtype=np.float32)])
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _array_header(fp):
+    """(shape, dtype, fortran order) of the .npy stream ``fp``, left at its data."""
+    version = np.lib.format.read_magic(fp)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fp)
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise SourceError(f"embeddings: {getattr(fp, 'name', fp)} holds {dtype} values, not numbers")
+    return shape, dtype, fortran
 
 
 def unit_rows(block):
@@ -96,8 +132,9 @@ def open_file(path):
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            data = np.load(path, mmap_mode="r")
-            return _checked(EmbeddingFile(path, "npy", *_shape(path, data.shape)))
+            with open(path, "rb") as fp:
+                shape = _array_header(fp)[0]
+            return _checked(EmbeddingFile(path, "npy", *_shape(path, shape)))
         if path.suffix == ".npz":
             return _checked(_open_npz(path))
         if path.suffix == ".parquet":
@@ -129,9 +166,7 @@ def _open_npz(path):
                                   f"expected one of {', '.join(NPZ_KEYS)}")
             member = next(iter(names))
         with archive.open(names[member]) as fp:
-            version = np.lib.format.read_magic(fp)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(fp)
+            shape = _array_header(fp)[0]
     return EmbeddingFile(path, "npz", *_shape(path, shape), member=member)
 
 

@@ -5,7 +5,7 @@ resized, re-encoded or lightly edited.
 Found by the build, once: the rows of each inverted list of the index (the
 vectors nearest one list centre; the whole database when it has no index)
 are compared with each other exactly, a block at a time, on the float16
-vectors. Two near-duplicates are nearer each other than almost anything
+vectors, read a list at a time. Two near-duplicates are nearer each other than almost anything
 else, so they fall in the same list; a pair split across two lists by a
 centre's boundary is missed (the count is a lower bound). Pairs join into
 clusters (connected components): the copies of one picture.
@@ -32,8 +32,8 @@ INSERT = "insert into near_duplicates (rowid, cluster, count) values (?, ?, ?)"
 
 def find(vectors, lists=None, threshold=THRESHOLD, progress=None):
     """(count, cluster): for every row (0-based), its near-duplicates'
-    number and its cluster's lowest row index. ``vectors``: float16 rows
-    (memory-mapped); ``lists``: each row's inverted list, or None (compare
+    number and its cluster's lowest row index. ``vectors``: the rows, read
+    a list at a time (vector_build.RowReader); ``lists``: each row's inverted list, or None (compare
     all rows with each other: a small database)."""
     rows = len(vectors)
     if lists is None:
@@ -60,7 +60,7 @@ def _pairs(vectors, members, threshold):
     ``members``, each pair once, a block of rows at a time."""
     if len(members) < 2:
         return
-    group = np.asarray(vectors[members], dtype=np.float32)
+    group = vectors.take(members)
     block = max(16, min(BLOCK, SCORE_CELLS // len(members)))
     for start in range(0, len(members), block):
         scores = group[start:start + block] @ group.T

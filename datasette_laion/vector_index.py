@@ -20,7 +20,7 @@ The header's ``build_id`` is also in the database's build_info
 (``vectors_build_id``): a vectors file of another build is refused.
 """
 import json
-import os
+import mmap
 import struct
 from dataclasses import dataclass
 
@@ -41,8 +41,7 @@ RESCORE = 400
 TRAIN_PER_LIST = 40  # training vectors per inverted list
 OPQ_ITERATIONS = 10  # of the rotation's training (faiss's default 50: most of the gain comes early)
 CHUNK = 131_072  # rows scanned at a time (an exact query)
-ADD_CHUNK = 32_768  # rows encoded at a time (the build: ~100 MB of float32 at 768-d)
-WRITE_BLOCK = 1 << 24  # bytes of serialized index written at a time
+WRITE_BLOCK = 1 << 24  # bytes of serialized index written at a time (the build: vector_build.py)
 
 
 def nlist_for(rows):
@@ -83,102 +82,27 @@ def read_header(path):
     return Header(**{k: data[k] for k in Header.__dataclass_fields__})
 
 
-def matrix(path, header, mode="r"):
-    """The float16 vectors of a vectors file, memory-mapped."""
-    return np.memmap(path, dtype=np.float16, mode=mode, offset=HEADER_SPACE, shape=(header.rows, header.dim))
+def matrix(path, header, random=True):
+    """The float16 vectors of a vectors file, memory-mapped, read-only
+    (``map_rows``'s array)."""
+    return map_rows(path, header, random)[0]
 
 
-# ------------------------------------------------------------------ writing
+def map_rows(path, header, random=True):
+    """(the float16 vectors of a vectors file, their memory map), read-only.
 
-
-def write_vectors(path, files, positions, progress=None):
-    """The float16 vectors of the kept rows into ``path``, in rowid order:
-    ``files`` (embeddings.EmbeddingFile, aligned with the source files),
-    ``positions`` (the source position of each rowid's row, rowid order).
-    Each embedding file is read once; rows are written where their rowid
-    says, without mapping the output (memory: one embedding file)."""
-    rows, dim = len(positions), files[0].dim
-    with open(path, "wb") as fp:
-        fp.truncate(HEADER_SPACE + rows * dim * 2)
-    order = np.argsort(positions, kind="stable")
-    ordered = positions[order]
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        start = 0
-        for found in files:
-            low, high = np.searchsorted(ordered, [start, start + found.rows])
-            if high > low:
-                vectors = found.read()[ordered[low:high] - start].astype(np.float16)
-                for rowid0, vector in zip(order[low:high].tolist(), vectors):
-                    os.pwrite(fd, vector.tobytes(), HEADER_SPACE + rowid0 * dim * 2)
-            start += found.rows
-            if progress:
-                progress(found.rows)
-    finally:
-        os.close(fd)
-    return rows, dim
-
-
-def build_index(vectors, exact_below=EXACT_BELOW, progress=None):
-    """(faiss index or None, list of each row or None, description): an
-    OPQ + IVF-PQ index over ``vectors`` (float16 rows, memory-mapped),
-    trained on a sample; None for fewer than ``exact_below`` rows.
-
-    OPQ rotates the vectors so that the PQ sub-vectors carry equal shares of
-    the variance (CLIP embeddings put most of it in a few hundred directions):
-    on the benchmark's vectors it lifts recall@10 at 200 candidates from
-    0.93 to 0.98 at 2M rows (scripts/bench_vectors.py). The rotation is
-    orthogonal, so inner products, and cosines, are unchanged."""
-    rows, dim = vectors.shape
-    if rows < exact_below:
-        if progress:
-            progress(rows)
-        return None, None, "exact"
-    import faiss
-
-    nlist, m = nlist_for(rows), pq_bytes_for(dim)
-    rotation = faiss.OPQMatrix(dim, m)
-    rotation.niter = OPQ_ITERATIONS
-    quantizer = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.niter = 10
-    index = faiss.IndexPreTransform(rotation, ivf)
-    sample = np.sort(np.random.default_rng(0).choice(rows, size=min(rows, TRAIN_PER_LIST * nlist), replace=False))
-    index.train(np.asarray(vectors[sample], dtype=np.float32))
-    del sample
-    lists = np.empty(rows, dtype=np.int64)
-    for start in range(0, rows, ADD_CHUNK):
-        block = np.ascontiguousarray(rotation.apply(np.asarray(vectors[start:start + ADD_CHUNK], dtype=np.float32)))
-        assigned = lists[start:start + len(block)]
-        assigned[:] = quantizer.search(block, 1)[1][:, 0]
-        # each block's lists found once, kept for the near-duplicate pass
-        ivf.add_core(len(block), faiss.swig_ptr(block), None, faiss.swig_ptr(assigned))
-        if progress:
-            progress(len(block))
-    index.ntotal = ivf.ntotal
-    ivf.nprobe = NPROBE
-    return index, lists, f"faiss OPQ{m},IVF{nlist}_HNSW{HNSW_LINKS},PQ{m} (nprobe {NPROBE}, {RESCORE} rescored)"
-
-
-def finish_file(path, rows, dim, build_id, index, description):
-    """Append the serialized index and write the header: the file is whole."""
-    index_offset = index_bytes = 0
-    if index is not None:
-        import faiss
-
-        index_offset = -(-(HEADER_SPACE + rows * dim * 2) // HEADER_SPACE) * HEADER_SPACE
-        with open(path, "r+b") as fp:
-            fp.seek(index_offset)
-            # streamed to the file: never a second copy of the index in memory
-            faiss.write_index(index, faiss.PyCallbackIOWriter(fp.write, WRITE_BLOCK))
-            index_bytes = fp.tell() - index_offset
-    header = Header(rows=rows, dim=dim, build_id=build_id, index=description,
-                    index_offset=index_offset, index_bytes=index_bytes)
-    with open(path, "r+b") as fp:
-        fp.write(header.encode())
-        fp.flush()
-        os.fsync(fp.fileno())
-    return header
+    ``random``: advised MADV_RANDOM, as the site reads them: a query's
+    candidates are a few hundred rows scattered through the file, and with
+    the kernel's usual readahead each one's page fault would read 128 KB
+    around it (at 12M rows, 1,000 cold queries filled 14 GB of page cache);
+    advised, each reads its own page. A scan (``random=False``) keeps the
+    readahead."""
+    with open(path, "rb") as fp:
+        mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+    if random and hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    rows = np.frombuffer(mapped, dtype=np.float16, count=header.rows * header.dim, offset=HEADER_SPACE)
+    return rows.reshape(header.rows, header.dim), mapped
 
 
 # ------------------------------------------------------------------ reading
@@ -204,7 +128,7 @@ class Vectors:
     def __init__(self, path):
         self.path = path
         self.header = read_header(path)
-        self.rows = matrix(path, self.header)
+        self.rows, self._rows_map = map_rows(path, self.header)
         self.index = self._mapped = None
         if self.header.index_bytes:
             self.index, self._mapped = open_index(path, self.header.index_offset, self.header.index_bytes)
@@ -214,7 +138,7 @@ class Vectors:
         """Vectors over ``rows`` (float16, rowid order) and a built ``index``
         (or None): for scripts/bench_vectors.py, which measures this class."""
         self = cls.__new__(cls)
-        self.path, self.rows, self.index = None, rows, index
+        self.path, self.rows, self.index, self._rows_map = None, rows, index, None
         self.header = Header(rows=len(rows), dim=rows.shape[1], build_id="", index="")
         if index is not None:
             import faiss
@@ -235,8 +159,22 @@ class Vectors:
             return _top(self._scan(query[0], k + len(exclude)), k, exclude)
         _, ids = self.index.search(query, max(RESCORE, k + len(exclude)))
         candidates = np.unique(ids[0][ids[0] >= 0])  # sorted: reads in file order
+        self._prefetch(candidates)
         scores = np.asarray(self.rows[candidates], dtype=np.float32) @ query[0]
         return _top(dict(zip((candidates + 1).tolist(), scores.tolist())), k, exclude)
+
+    def _prefetch(self, rows0):
+        """Ask for the pages of the rows ``rows0`` (0-based) all at once
+        (MADV_WILLNEED): when they are not cached, the disk reads them
+        together, instead of one page fault waiting after another."""
+        if self._rows_map is None or not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        row_bytes = self.header.dim * 2
+        starts = HEADER_SPACE + rows0 * row_bytes
+        firsts = starts // mmap.PAGESIZE * mmap.PAGESIZE
+        ends = starts + row_bytes
+        for first, end in zip(firsts.tolist(), ends.tolist()):
+            self._rows_map.madvise(mmap.MADV_WILLNEED, first, end - first)
 
     def _scan(self, query, want):
         """{rowid: cosine} of the ``want`` best rows, by an exact scan."""

@@ -121,7 +121,7 @@ def main():
     args = parser.parse_args()
     path = vectors_path(args.db)
     header = vector_index.read_header(path)
-    rows = vector_index.matrix(path, header)
+    rows = vector_index.matrix(path, header, random=False)  # scanned
     query_rowids = np.sort(np.random.default_rng(1).choice(header.rows, size=args.queries, replace=False)) + 1
     truth_path = Path(f"/tmp/laion-similar-truth-{header.build_id}-{args.queries}.npy")
     _, exact_s = exact(rows, query_rowids[:args.exact_queries])

@@ -266,18 +266,21 @@ class SqliteVecBit:
 
 class Ours:
     """What `datasette laion build --embeddings` writes and the site
-    searches (vector_index.build_index, Vectors.nearest), with the build's
+    searches (vector_build.build_index, Vectors.nearest), with the build's
     near-duplicate pass (near_duplicates.find) timed on its own."""
 
     def build(self, data, directory):
         import faiss
 
-        from datasette_laion import near_duplicates, vector_index
+        from datasette_laion import near_duplicates, vector_build
 
-        index, lists, self.description = vector_index.build_index(data, exact_below=0)
-        self.index_s = time.perf_counter() - BUILD_STARTED[0]
-        began = time.perf_counter()
-        count, roots = near_duplicates.find(data, lists)
+        # read as the build reads its vectors file: with pread, never mapped
+        with vector_build.RowReader(Path(data.filename), len(data), data.shape[1], offset=0) as reader:
+            index, lists, self.description = vector_build.build_index(
+                reader, directory / f"ours-{len(data)}.codes", exact_below=0)
+            self.index_s = time.perf_counter() - BUILD_STARTED[0]
+            began = time.perf_counter()
+            count, roots = near_duplicates.find(reader, lists)
         self.extra = {"near_duplicate_s": time.perf_counter() - began, "index": self.description,
                       "near_duplicate_rows": int((count > 0).sum()), "index_s": self.index_s}
         pairs = json.loads((directory / f"pairs-{len(data)}.json").read_text())
