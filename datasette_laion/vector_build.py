@@ -63,11 +63,11 @@ class RowReader:
         self._read_into(out, start)
         return out.astype(np.float32)
 
-    def take(self, indices):
-        """The rows at ``indices`` (0-based, ascending), as float32: a run
+    def take(self, indices, dtype=np.float32):
+        """The rows at ``indices`` (0-based, ascending), as ``dtype``: a run
         of consecutive rows is one read."""
         indices = np.asarray(indices, dtype=np.int64)
-        out = np.empty((len(indices), self.dim), dtype=np.float32)
+        out = np.empty((len(indices), self.dim), dtype=dtype)
         for at in range(0, len(indices), TAKE_ROWS):
             part = indices[at:at + TAKE_ROWS]
             buffer = np.empty((len(part), self.dim), dtype=np.float16)

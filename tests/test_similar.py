@@ -327,29 +327,6 @@ async def test_stats_and_mywork_use_the_embeddings(exact, tmp_path):
     assert (await ds.client.get("/-/laion/stats.json")).json()["near_duplicates"] is None
 
 
-def test_components_match_union_find():
-    """near_duplicates.components: each row's lowest connected row, as a
-    plain union-find gives it, on random graphs."""
-    from datasette_laion.near_duplicates import components
-
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        n, m = int(rng.integers(2, 60)), int(rng.integers(0, 80))
-        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
-        parent = list(range(n))
-
-        def root(x, parent=parent):
-            while parent[x] != x:
-                x = parent[x]
-            return x
-
-        for x, y in zip(a.tolist(), b.tolist()):
-            rx, ry = root(x), root(y)
-            if rx != ry:
-                parent[max(rx, ry)] = min(rx, ry)
-        assert components(n, a, b).tolist() == [root(i) for i in range(n)]
-
-
 def test_sample_embeddings_have_no_false_near_duplicates(exact):
     """Two different pictures of one topic stay under 0.94: the only pairs
     at 0.94 or more are the planted ones and repeated URLs."""
