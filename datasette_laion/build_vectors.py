@@ -25,7 +25,8 @@ def run(path, files, buckets, conn, bar, exact_below=vector_index.EXACT_BELOW):
     progress bar. Returns the build_info facts."""
     release_memory()
     kept = positions(buckets)
-    with bar("embeddings", sum(f.rows for f in files)) as progress:
+    # write_vectors counts the source rows as it streams them, then the kept rows as it orders them
+    with bar("embeddings", sum(f.rows for f in files) + len(kept)) as progress:
         rows, dim = vector_build.write_vectors(path, files, kept, progress.update)
     del kept
     release_memory()

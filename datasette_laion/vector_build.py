@@ -32,6 +32,7 @@ from .vector_index import HEADER_SPACE, HNSW_LINKS, NPROBE, OPQ_ITERATIONS, RESC
 READ_ROWS = 32_768  # rows read, converted and encoded at a time (~100 MB of float32 at 768-d)
 TAKE_ROWS = 16_384  # rows of a scattered read at a time (the training sample)
 FILL_ROWS = 1 << 18  # rows of codes placed into the lists at a time (~25 MB at 96 bytes)
+REGION_BYTES = 1 << 28  # vectors put in rowid order at a time when written (twice that in memory)
 
 
 class RowReader:
@@ -79,48 +80,103 @@ class RowReader:
         return out
 
     def _read_into(self, out, row):
-        view, position = memoryview(out).cast("B"), self.offset + row * self.row_bytes
-        while len(view):
-            got = os.preadv(self.fd, [view], position)
-            if got <= 0:
-                raise OSError(f"{self.path}: ended before row {row + len(out)}")
-            view, position = view[got:], position + got
+        _pread_into(self.fd, out, self.offset + row * self.row_bytes, self.path, f"row {row + len(out)}")
 
 
-def write_vectors(path, files, positions, progress=None):
+def write_vectors(path, files, positions, progress=None, region_rows=None):
     """The float16 vectors of the kept rows into ``path``, in rowid order:
     ``files`` (embeddings.EmbeddingFile, aligned with the source files),
     ``positions`` (the source position of each rowid's row, rowid order).
-    Each embedding file is streamed a block at a time; a block's kept rows
-    are written where their rowids say, a run of consecutive rowids in one
-    write. Returns (rows, dim)."""
+    Returns (rows, dim).
+
+    The rowids are in no relation to the source order, so writing each row
+    where its rowid says is a scattered write of 1.5 KB, most of a page: at
+    12M rows the kernel reads pages back to complete them and writes each
+    several times (~45 s per 1M rows measured). Instead, two passes that
+    only ever write long runs:
+
+    1. the file is cut into regions of ``region_rows`` rowids (REGION_BYTES
+       each); each embedding file is streamed a block at a time, and each
+       kept row is appended to its rowid's region, in arrival order;
+    2. each region is read back whole, put in rowid order in memory, and
+       written again where it was.
+
+    ``progress`` counts the source rows of pass 1, then the kept rows of
+    pass 2."""
     rows, dim = len(positions), files[0].dim
+    row_bytes = dim * 2
+    region_rows = region_rows or max(1, REGION_BYTES // row_bytes)
     with open(path, "wb") as fp:
-        fp.truncate(HEADER_SPACE + rows * dim * 2)
-    order = np.argsort(positions, kind="stable")  # rowid - 1 of each kept row, in source order
-    ordered = positions[order]
-    fd = os.open(path, os.O_WRONLY)
+        fp.truncate(HEADER_SPACE + rows * row_bytes)
+    fd = os.open(path, os.O_RDWR)
     try:
-        start = 0
-        for found in files:
-            for first, block in found.blocks(READ_ROWS):
-                low, high = np.searchsorted(ordered, [start + first, start + first + len(block)])
-                if high > low:
-                    _write_rows(fd, order[low:high], block[ordered[low:high] - start - first], dim)
-                if progress:
-                    progress(len(block))
-            start += found.rows
+        _append_to_regions(fd, files, positions, region_rows, row_bytes, progress)
+        _put_in_order(fd, positions, region_rows, dim, progress)
     finally:
         os.close(fd)
     return rows, dim
 
 
-def _write_rows(fd, rowids0, vectors, dim):
-    by_rowid = np.argsort(rowids0, kind="stable")
-    rowids0, vectors = rowids0[by_rowid], vectors[by_rowid].astype(np.float16)
-    starts = np.flatnonzero(np.diff(rowids0, prepend=-2) != 1)
-    for first, last in zip(starts.tolist(), np.append(starts[1:], len(rowids0)).tolist()):
-        os.pwrite(fd, vectors[first:last].tobytes(), HEADER_SPACE + int(rowids0[first]) * dim * 2)
+def _append_to_regions(fd, files, positions, region_rows, row_bytes, progress):
+    order = np.argsort(positions, kind="stable")  # rowid - 1 of each kept row, in source order
+    ordered = positions[order]
+    filled = np.arange(0, len(positions), region_rows, dtype=np.int64)  # each region's next row
+    start = 0
+    for found in files:
+        for first, block in found.blocks(READ_ROWS):
+            low, high = np.searchsorted(ordered, [start + first, start + first + len(block)])
+            if high > low:
+                rowids0 = order[low:high]
+                vectors = block[ordered[low:high] - start - first].astype(np.float16)
+                regions = rowids0 // region_rows
+                by_region = np.argsort(regions, kind="stable")  # arrival order kept within a region
+                regions, vectors = regions[by_region], vectors[by_region]
+                cuts = np.flatnonzero(np.diff(regions, prepend=-1))
+                for at, stop in zip(cuts.tolist(), np.append(cuts[1:], len(regions)).tolist()):
+                    region = int(regions[at])
+                    _pwrite(fd, vectors[at:stop], HEADER_SPACE + int(filled[region]) * row_bytes)
+                    filled[region] += stop - at
+            if progress:
+                progress(len(block))
+        start += found.rows
+
+
+def _put_in_order(fd, positions, region_rows, dim, progress):
+    """Pass 2: a region's rows arrived in source order, so the i-th row
+    written to it is the region's rowid with the i-th lowest position."""
+    rows = len(positions)
+    buffer = np.empty((min(rows, region_rows), dim), dtype=np.float16)
+    for first in range(0, rows, region_rows):
+        stop = min(rows, first + region_rows)
+        here = buffer[:stop - first]
+        offset = HEADER_SPACE + first * dim * 2
+        _pread_into(fd, here, offset, "the vectors file", f"row {stop}")
+        arrived = np.argsort(positions[first:stop], kind="stable")
+        in_order = np.empty_like(here)
+        in_order[arrived] = here
+        for at in range(0, len(in_order), TAKE_ROWS):
+            _pwrite(fd, in_order[at:at + TAKE_ROWS], offset + at * dim * 2)
+        del in_order
+        if progress:
+            progress(stop - first)
+
+
+def _pwrite(fd, array, offset):
+    view = memoryview(np.ascontiguousarray(array)).cast("B")
+    while len(view):
+        wrote = os.pwrite(fd, view, offset)
+        view, offset = view[wrote:], offset + wrote
+
+
+def _pread_into(fd, out, offset, name, ended):
+    """Fill ``out`` from ``fd`` at ``offset``; an OSError that says so if
+    the file (``name``) ends before ``ended``."""
+    view = memoryview(out).cast("B")
+    while len(view):
+        got = os.preadv(fd, [view], offset)
+        if got <= 0:
+            raise OSError(f"{name}: ended before {ended}")
+        view, offset = view[got:], offset + got
 
 
 def build_index(reader, scratch, exact_below=vector_index.EXACT_BELOW, progress=None):

@@ -89,18 +89,28 @@ def test_embedding_files_refuse_what_cannot_be_streamed(tmp_path):
         embeddings.open_file(tmp_path / "s.npz")
 
 
-def test_write_vectors_puts_kept_rows_at_their_rowids(tmp_path, monkeypatch):
+@pytest.mark.parametrize("region_rows", [1, 4, 5, 23, 1000])
+def test_write_vectors_puts_kept_rows_at_their_rowids(tmp_path, monkeypatch, region_rows):
     monkeypatch.setattr(vector_build, "READ_ROWS", 6)
+    monkeypatch.setattr(vector_build, "TAKE_ROWS", 3)  # a region written back in parts
     first, second = _unit(20, 8, seed=3), _unit(15, 8, seed=4)
     files = [_npy(tmp_path / "a.npy", first), _npy(tmp_path / "b.npy", second)]
     source = np.concatenate([first, second])
     # rows kept in a sorted build's order: rowid i holds source row positions[i]
     positions = np.random.default_rng(5).permutation(35)[:23]
     seen = []
-    rows, dim = vector_build.write_vectors(tmp_path / "v", files, positions, seen.append)
-    assert (rows, dim) == (23, 8) and sum(seen) == 35
+    rows, dim = vector_build.write_vectors(tmp_path / "v", files, positions, seen.append, region_rows=region_rows)
+    assert (rows, dim) == (23, 8) and sum(seen) == 35 + 23  # source rows streamed, then kept rows ordered
+    assert (tmp_path / "v").stat().st_size == vector_index.HEADER_SPACE + 23 * 8 * 2
     stored = np.memmap(tmp_path / "v", dtype=np.float16, mode="r", offset=vector_index.HEADER_SPACE, shape=(23, 8))
     assert np.array_equal(stored, source[positions].astype(np.float16))
+
+
+def test_write_vectors_with_no_rows_kept(tmp_path):
+    files = [_npy(tmp_path / "a.npy", _unit(10, 8))]
+    seen = []
+    assert vector_build.write_vectors(tmp_path / "v", files, np.zeros(0, dtype=np.int64), seen.append) == (0, 8)
+    assert sum(seen) == 10 and (tmp_path / "v").stat().st_size == vector_index.HEADER_SPACE
 
 
 def test_the_index_equals_faiss_adding_the_rows(tmp_path):
