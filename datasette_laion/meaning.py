@@ -10,7 +10,11 @@ search by meaning asks for the encoder.
 The model is loaded once per process, on first use, under a lock: requests
 that arrive while it loads wait for that one load. Loading and encoding
 block; callers run them in a thread (meaning_search.py). A failed load is
-not kept: the next search tries again.
+remembered for RETRY_AFTER seconds, and the searches in that time fail at
+once with its reason: a load that fails slowly (open_clip's download of
+the weights retries for about a minute where the server has no way out)
+costs one search that minute, not every search, and the searches queued
+behind it do not each try again.
 
 Configured in metadata (``plugins: datasette-laion:``), each key with its
 default here:
@@ -29,6 +33,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Optional
 
 import numpy as np
@@ -41,11 +46,17 @@ PROBE_TEXT = "a photo"  # encoded at load: the model's dimension, and its first 
 # next pages, and its other views, are not encoded again (~0.1 s each for
 # ViT-L/14 on a CPU core; 3 KB kept each).
 EMBEDDINGS_KEPT = 256
+RETRY_AFTER = 300  # seconds a failed load is remembered before the next search tries again
 
 
 class LoadError(Exception):
     """The encoder could not be loaded (weights, configuration, install):
-    the server's problem, not the request's."""
+    the server's problem, not the request's. ``retry_after``: the seconds
+    until the next search tries to load it again."""
+
+    def __init__(self, message, retry_after=RETRY_AFTER):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -116,18 +127,31 @@ class Encoder:
 
 _lock = threading.Lock()
 _encoders = {}  # Settings: Encoder, for this process
+_failures = {}  # Settings: (monotonic() when the load failed, its message)
 
 
 def encoder(settings):
     """The Encoder of ``settings``, loaded once per process; raises
-    LoadError. Blocking (the first call loads the model): call in a thread."""
+    LoadError, at once while an earlier failure is remembered. Blocking
+    (the first call loads the model): call in a thread."""
     found = _encoders.get(settings)
     if found is not None:
         return found
     with _lock:
         found = _encoders.get(settings)
         if found is None:
-            found = _encoders[settings] = _load(settings)
+            failed = _failures.get(settings)
+            if failed is not None:
+                waited = monotonic() - failed[0]
+                if waited < RETRY_AFTER:
+                    raise LoadError(f"{failed[1]} (the next try in {RETRY_AFTER - waited:.0f} s)",
+                                    retry_after=RETRY_AFTER - waited)
+            try:
+                found = _encoders[settings] = _load(settings)
+            except LoadError as ex:
+                _failures[settings] = (monotonic(), str(ex))
+                raise
+            _failures.pop(settings, None)
     return found
 
 

@@ -12,6 +12,7 @@ its facets), Datasette's facet classes when asked, then the page: HTML,
 JSON through Datasette's own renderer, or CSV (search_csv.py).
 """
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -278,7 +279,10 @@ async def handle(datasette, incoming, scope, receive, send):
         return
     except meaning.LoadError as ex:
         logging.getLogger(__name__).error("search by meaning: %s", ex)
-        response = await error_response(datasette, request, fmt, 503, "Search by meaning unavailable", str(ex))
+        response = await error_response(datasette, request, fmt, 503, "Search by meaning unavailable", str(ex),
+                                         links=[("search the captions for these words", incoming.url_with(
+                                             _searchmode=None, _next=None))])
+        response.headers["Retry-After"] = str(max(1, math.ceil(ex.retry_after)))
         await response.asgi_send(send)
         return
     except QueryInterrupted:

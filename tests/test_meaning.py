@@ -315,3 +315,32 @@ async def test_weights_that_cannot_be_loaded_are_a_503_that_says_so(databases, m
     response = await ds.client.get(_url("meaning"))
     assert response.status_code == 503
     assert "the text encoder open_clip laion-test-tiny (nowhere.pt) could not be loaded" in response.json()["error"]
+    assert response.headers["retry-after"] == str(meaning.RETRY_AFTER)
+    page = await ds.client.get(_url("meaning", fmt="", _size=5))
+    assert page.status_code == 503  # and a way on: the same words searched in the captions
+    assert f'href="/meaning/images?_search={QUERY.replace(" ", "+")}&amp;_size=5"' in page.text
+
+
+@pytest.mark.asyncio
+async def test_a_failed_load_is_remembered_until_it_may_be_tried_again(databases, models, tmp_path, monkeypatch):
+    with_vectors, _ = databases
+    config, weights = models[TINY]
+    missing = tmp_path / "not-yet.pt"
+    ds = _datasette(with_vectors, clip_model_config=str(config), clip_pretrained=str(missing))
+    loads, load = [], meaning._load
+    monkeypatch.setattr(meaning, "_load", lambda settings: loads.append(settings) or load(settings))
+    clock = [1000.0]
+    monkeypatch.setattr(meaning, "monotonic", lambda: clock[0])
+    first = await ds.client.get(_url("meaning"))
+    assert first.status_code == 503 and len(loads) == 1
+    # the weights arrive, but the failure is remembered: answered at once, not loaded again
+    missing.write_bytes(weights.read_bytes())
+    clock[0] += meaning.RETRY_AFTER - 100
+    for fmt in ("", "json", "csv"):
+        again = await ds.client.get(_url("meaning", fmt=fmt))
+        assert again.status_code == 503 and again.headers["retry-after"] == "100"
+        assert "could not be loaded" in again.text and "the next try in 100 s" in again.text
+    assert len(loads) == 1
+    clock[0] += 100  # the next search tries again, and loads the weights now there
+    assert (await ds.client.get(_url("meaning"))).status_code == 200
+    assert len(loads) == 2
