@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""usage: scripts/bench_embed_build.py WORKDIR INPUTS... --embeddings PATH [--no-baseline]
+"""usage: scripts/bench_embed_build.py WORKDIR [INPUTS...] [--embeddings PATH] [--generate N] [--no-baseline]
 
 What `datasette laion build --embeddings` costs, step by step, side by side
 in one run with the baseline it names: the same build of the same INPUTS
-without --embeddings. For the README's 12M figures: INPUTS one parquet file
-of 12,096,835 generated rows and PATH one .npy of as many generated 768-d
-float16 vectors (scripts/bench_vectors.py's, clusters and planted
-near-duplicates: its parameters are printed with its own figures).
+without --embeddings. For the README's 12M figures, --generate 12096835:
+the inputs are made in WORKDIR first (kept there for later runs), one
+parquet file of N generated rows (`datasette laion sample`'s, WORKDIR/src)
+and one .npy of as many generated 768-d float16 vectors aligned with it
+(WORKDIR/emb/img_emb_0000.npy: scripts/bench_vectors.py's vectors,
+clusters and planted near-duplicates; their parameters are printed). Or
+give INPUTS and --embeddings PATH of your own.
 
 Each build runs as `python -m datasette_laion build WORKDIR/NAME.db INPUTS`;
 its process tree's resident memory is sampled every 0.1 s, anonymous
@@ -27,6 +30,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -76,14 +81,45 @@ def run_build(out, inputs, extra):
     return {name: steps[name] for name in order[:-1] if name in steps}, total
 
 
+def generate(workdir, rows):
+    """([parquet directory], npy path) of ``rows`` generated rows and their
+    vectors in ``workdir``, made unless a run before made them."""
+    from bench_vectors import Shape
+
+    from datasette_laion import sample
+    from datasette_laion.sample_vectors import Generator
+
+    source, path = workdir / "src", workdir / "emb" / "img_emb_0000.npy"
+    shape = Shape(clusters=4096, per_subcluster=30)  # as scripts/bench_vectors.py's 12M figures
+    print(f"generated inputs: {rows:,} rows ({source}) and their vectors ({path}): {shape.describe()}", flush=True)
+    made = workdir / "src.rows"  # what a run before made
+    if not made.exists() or made.read_text() != str(rows):
+        shutil.rmtree(source, ignore_errors=True)
+        sample.generate(source, rows=rows, seed=0)
+        made.write_text(str(rows))
+    if not path.exists() or np.load(path, mmap_mode="r").shape != (rows, shape.dim):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, shape.dim))
+        for start, block, _ in Generator(shape).chunks(rows):
+            out[start:start + len(block)] = block
+        out.flush()
+        del out
+    return [source], path
+
+
 def main():
     parser = argparse.ArgumentParser(usage=__doc__.splitlines()[0][len("usage: "):])
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("inputs", type=Path, nargs="+")
-    parser.add_argument("--embeddings", type=Path, required=True)
+    parser.add_argument("inputs", type=Path, nargs="*")
+    parser.add_argument("--embeddings", type=Path)
+    parser.add_argument("--generate", type=int, metavar="N", help="make N rows and their vectors in WORKDIR first")
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
+    if (args.generate is None) != bool(args.inputs and args.embeddings) or (args.generate and args.inputs):
+        parser.error("give INPUTS and --embeddings PATH, or --generate N (not both)")
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.generate is not None:
+        args.inputs, args.embeddings = generate(args.workdir, args.generate)
     runs = {}
     if not args.no_baseline:
         runs["without --embeddings (baseline)"] = run_build(args.workdir / "baseline" / "laion-aesthetic-6pls.db",
