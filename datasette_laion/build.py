@@ -8,13 +8,13 @@ returns values:
 
 1. check:     every input file's footer and columns (its source profile), the
               row filter, the names lists and the exclusion lists, before
-              anything is written: a ``_Plan``;
+              anything is written: a ``Plan``;
 2. scan:      read the sort and filter columns only, to cut the kept rows
               into buckets of at most ``sort_rows`` rows (partition.py);
 3. partition: stream every file once in worker processes, keep the rows the
               filter keeps, drop excluded rows, compute domain ids and spill
-              each row to its bucket as Arrow IPC (partition.py): ``_Loaded``;
-              then rank the domains: ``_Domains``;
+              each row to its bucket as Arrow IPC (partition.py): ``Loaded``;
+              then rank the domains: ``Domains``;
 4. load:      bucket by bucket, best first, sort in memory and insert into
               ``images`` with rowid = rank, while a worker process builds the
               identical full-text index in a side database, so tokenizing
@@ -38,12 +38,13 @@ import numpy as np
 import pyarrow as pa
 
 from . import build_db, build_vectors, embeddings, rowfilter, sql, stats, vector_index
+from .build_values import BuildResult, Domains, Loaded, Plan, database_name, vectors_path
 from .build_workers import Signals, Steps, Worker, WorkerError, remove_stale_work_dirs, wait_all
 from .exclude import load_exclusions
 from .functions import registrable_domain
 from .names import NamesError, load_names
 from .partition import partition_part, release_memory, scan, share_row_groups
-from .source import SourceError, merged_extras, open_sources, source_info, source_profiles
+from .source import SourceError, open_sources, source_info
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_SORT_ROWS = 150_000
@@ -51,86 +52,6 @@ DEFAULT_SORT_ROWS = 150_000
 
 class BuildError(Exception):
     """A build that could not be done; OUT is unchanged."""
-
-
-@dataclasses.dataclass
-class BuildResult:
-    path: Path
-    inspect_path: Path
-    database_name: str
-    rows: int
-    source_rows: int
-    domains: int
-    registered_domains: int
-    rows_without_domain: int
-    excluded: int
-    exclusions: list
-    names: dict
-    size: int
-    timings: dict
-    notes: list
-    profile: str = None  # the source profile(s) the files were read as
-    filter: str = None  # the row filter ("aesthetic >= 6"), None: every row
-    filtered: int = 0  # rows the filter left out
-    vectors: Path = None  # the vectors file written beside the database (--embeddings)
-    vector_facts: dict = None  # its build_info facts: index, near-duplicates
-
-
-def vectors_path(path):
-    """The vectors file of a database: NAME.vectors beside NAME.db."""
-    return Path(path).with_suffix(".vectors")
-
-
-def database_name(path):
-    """The name Datasette gives a database file: its file name without suffix."""
-    return Path(path).stem
-
-
-@dataclasses.dataclass
-class _Plan:
-    """What the check found; nothing is written yet."""
-
-    sources: list
-    conditions: tuple  # rowfilter.Condition
-    names: dict
-    exclusions: object  # exclude.Exclusions (each list counts the rows it removes)
-    notes: list
-    embeddings: list = ()  # embeddings.EmbeddingFile, one per source file (--embeddings)
-
-    def __post_init__(self):
-        self.profiles = source_profiles(self.sources)
-        self.best_first = self.profiles[0].best_first  # the same for all (open_sources)
-        self.extras = merged_extras(self.sources)
-        self.source_rows = sum(s.num_rows for s in self.sources)
-
-
-@dataclasses.dataclass
-class _Loaded:
-    """What the partition pass kept, and the buckets it spilled: [(parts, first rowid)]."""
-
-    per_source: list
-    excluded: int
-    filtered: int
-    null_text: int
-    stats: dict
-    buckets: list
-
-    @property
-    def rows(self):
-        return sum(self.per_source)
-
-
-@dataclasses.dataclass
-class _Domains:
-    """The domain tables' rows, ranked, and each partition worker's ids -> final ids."""
-
-    rows: list
-    registered_rows: list
-    remaps: list
-    without_domain: int
-
-    def __post_init__(self):
-        self.count, self.registered_count = len(self.rows), len(self.registered_rows)
 
 
 def build(
@@ -302,7 +223,7 @@ class _Builder:
         except (SourceError, NamesError) as ex:
             raise BuildError(str(ex)) from None
         self.checksums = stats.Checksums([s.path for s in sources])  # on a thread, meanwhile
-        return _Plan(sources, conditions, names, exclusions, list(notes), vectors)
+        return Plan(sources, conditions, names, exclusions, list(notes), vectors)
 
     # 2. scan: the sort key of every row kept, to cut the sort into buckets.
     def scan(self, plan):
@@ -345,7 +266,7 @@ class _Builder:
             parts = [(str(self.work / f"bucket-{b:05d}-{k}.arrow"), k) for k, r in enumerate(results) if str(b) in r["sizes"]]
             buckets.append((parts, first))
             first += sum(r["sizes"].get(str(b), 0) for r in results)
-        loaded = _Loaded(
+        loaded = Loaded(
             per_source=per_source,
             excluded=sum(r["excluded"] for r in results),
             filtered=sum(r["filtered"] for r in results),
@@ -377,7 +298,7 @@ class _Builder:
                 entry[1] += 1
         ranked_registered = sorted(by_registered.items(), key=lambda item: (-item[1][0], item[0]))
         registered_ids = {name: i for i, (name, _) in enumerate(ranked_registered, start=1)}
-        return _Domains(
+        return Domains(
             rows=[(i, host, count, registered_ids.get(registered_of[host])) for i, (host, count) in enumerate(ranked, start=1)],
             registered_rows=[(i, name, c, h) for i, (name, (c, h)) in enumerate(ranked_registered, start=1)],
             remaps=[np.array([0] + [final.get(h, 0) for h in r["hosts"][1:]], dtype=np.int64) for r in results],
