@@ -145,18 +145,15 @@ def _put_in_order(fd, positions, region_rows, dim, progress):
     """Pass 2: a region's rows arrived in source order, so the i-th row
     written to it is the region's rowid with the i-th lowest position."""
     rows = len(positions)
-    buffer = np.empty((min(rows, region_rows), dim), dtype=np.float16)
+    read, ordered = (np.empty((min(rows, region_rows), dim), dtype=np.float16) for _ in range(2))
     for first in range(0, rows, region_rows):
         stop = min(rows, first + region_rows)
-        here = buffer[:stop - first]
+        here, in_order = read[:stop - first], ordered[:stop - first]
         offset = HEADER_SPACE + first * dim * 2
         _pread_into(fd, here, offset, "the vectors file", f"row {stop}")
-        arrived = np.argsort(positions[first:stop], kind="stable")
-        in_order = np.empty_like(here)
-        in_order[arrived] = here
+        in_order[np.argsort(positions[first:stop], kind="stable")] = here
         for at in range(0, len(in_order), TAKE_ROWS):
             _pwrite(fd, in_order[at:at + TAKE_ROWS], offset + at * dim * 2)
-        del in_order
         if progress:
             progress(stop - first)
 

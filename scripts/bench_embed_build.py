@@ -84,10 +84,9 @@ def run_build(out, inputs, extra):
 def generate(workdir, rows):
     """([parquet directory], npy path) of ``rows`` generated rows and their
     vectors in ``workdir``, made unless a run before made them."""
-    from bench_vectors import Shape
+    from bench_vectors import Shape, fill_vectors
 
     from datasette_laion import sample
-    from datasette_laion.sample_vectors import Generator
 
     source, path = workdir / "src", workdir / "emb" / "img_emb_0000.npy"
     shape = Shape(clusters=4096, per_subcluster=30)  # as scripts/bench_vectors.py's 12M figures
@@ -99,11 +98,9 @@ def generate(workdir, rows):
         made.write_text(str(rows))
     if not path.exists() or np.load(path, mmap_mode="r").shape != (rows, shape.dim):
         path.parent.mkdir(parents=True, exist_ok=True)
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, shape.dim))
-        for start, block, _ in Generator(shape).chunks(rows):
-            out[start:start + len(block)] = block
-        out.flush()
-        del out
+        part = path.with_name(path.name + ".part")  # whole or not there: a run stopped midway is not reused
+        fill_vectors(np.lib.format.open_memmap(part, mode="w+", dtype=np.float16, shape=(rows, shape.dim)), shape)
+        os.replace(part, path)
     return [source], path
 
 
@@ -115,7 +112,8 @@ def main():
     parser.add_argument("--generate", type=int, metavar="N", help="make N rows and their vectors in WORKDIR first")
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
-    if (args.generate is None) != bool(args.inputs and args.embeddings) or (args.generate and args.inputs):
+    given = bool(args.inputs or args.embeddings)
+    if (args.generate is None and not (args.inputs and args.embeddings)) or (args.generate is not None and given):
         parser.error("give INPUTS and --embeddings PATH, or --generate N (not both)")
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.generate is not None:

@@ -51,18 +51,25 @@ CANDIDATES = ["exact", "ours", "faiss-ivfpq", "faiss-binivf", "usearch-b1", "use
 # ------------------------------------------------------------------ the data
 
 
+def fill_vectors(out, shape):
+    """Fill ``out`` (n x dim float16, a map of a file) with the generator's
+    n vectors; returns the planted near-duplicate pairs [(copy, original)]."""
+    pairs = []
+    for start, block, planted in Generator(shape).chunks(len(out)):
+        out[start:start + len(block)] = block
+        pairs += planted
+    out.flush()
+    return pairs
+
+
 def vectors_file(directory, n, shape):
     path = directory / f"vectors-{n}.f16"
     if path.exists() and path.stat().st_size == n * shape.dim * 2:
         return path
     began = time.perf_counter()
-    out = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, shape.dim))
-    pairs = []
-    for start, block, planted in Generator(shape).chunks(n):
-        out[start:start + len(block)] = block
-        pairs += planted
-    out.flush()
-    del out
+    part = path.with_name(path.name + ".part")  # whole or not there: a run stopped midway is not reused
+    pairs = fill_vectors(np.memmap(part, dtype=np.float16, mode="w+", shape=(n, shape.dim)), shape)
+    os.replace(part, path)
     (directory / f"pairs-{n}.json").write_text(json.dumps(pairs[:10_000]))
     print(f"generated {n:,} vectors in {time.perf_counter() - began:.0f} s: {path}", file=sys.stderr)
     return path

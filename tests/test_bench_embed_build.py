@@ -33,7 +33,7 @@ def test_generated_inputs_built_step_by_step(tmp_path):
 
 
 def test_inputs_are_given_or_generated(tmp_path):
-    for args in ([], [tmp_path / "in"], ["--embeddings", tmp_path / "e.npy"],
+    for args in ([], [tmp_path / "in"], ["--embeddings", tmp_path / "e.npy"], ["--embeddings", "e.npy", "--generate", 10],
                  [tmp_path / "in", "--embeddings", tmp_path / "e.npy", "--generate", 10]):
         run = _run(tmp_path, *args)
         assert run.returncode == 2 and "give INPUTS and --embeddings PATH, or --generate N" in run.stderr
